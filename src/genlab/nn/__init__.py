@@ -1,0 +1,5 @@
+"""Shared building blocks."""
+
+from .mlp import mlp
+
+__all__ = ["mlp"]

@@ -1,0 +1,132 @@
+"""Resolving a training config, building models by name, and loading finished runs for use."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig, set_value
+from .errors import CheckpointError, ConfigError
+from .models.base import GenerativeModel
+from .registry import get_model_class
+from .training.checkpoint import CONFIG_FILE, latest_checkpoint, load_model_weights, load_weights, read_json
+
+
+def resolve_config(
+    file_values: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """TrainConfig defaults < the model's preset < config file < --set overrides < explicit flags."""
+    layers = [file_values or {}, overrides or {}, {k: v for k, v in (flags or {}).items() if v is not None}]
+    model_name, preset_name = "gan", "default"
+    for layer in layers:
+        model_name = str(layer.get("model", model_name))
+        preset_name = str(layer.get("preset", preset_name))
+    model_class = get_model_class(model_name)
+    if preset_name not in model_class.presets:
+        raise ConfigError(
+            f"unknown preset {preset_name!r} for {model_name}; choose one of: {', '.join(model_class.presets)}"
+        )
+    preset = model_class.presets[preset_name]
+    config = TrainConfig(model=model_name, preset=preset_name)
+    for key, value in preset.train.items():
+        set_value(config, key, value)
+    config.model_args.update(preset.model)
+    for layer in layers:
+        for key, value in layer.items():
+            if key not in ("model", "preset"):
+                set_value(config, key, value)
+    config.validate()
+    typed = model_class.make_config(config.model_args)  # unknown or badly typed settings fail here, early
+    config.model_args = {key: getattr(typed, key) for key in config.model_args}
+    return config
+
+
+def model_config_values(
+    config: TrainConfig, image_shape: tuple[int, ...], num_classes: int
+) -> dict[str, Any]:
+    """The model settings of a new run: its model_args plus what the dataset decides."""
+    return {**config.model_args, "image_shape": tuple(image_shape), "num_classes": max(num_classes, 1)}
+
+
+def build_model(model_name: str, model_config_values: dict[str, Any]) -> GenerativeModel:
+    model_class = get_model_class(model_name)
+    config = model_class.make_config(model_config_values)
+    try:
+        return model_class(config)
+    except ValueError as exc:
+        raise ConfigError(f"bad {model_name} settings: {exc}") from exc
+
+
+class Run:
+    """A trained run loaded for use: `run.sample(16)`, `run.reconstruct(x)`, `run.info()`."""
+
+    def __init__(
+        self, run_dir: Path, config: TrainConfig, model: GenerativeModel, checkpoint: Path, state: dict
+    ):
+        self.run_dir, self.config, self.model, self.checkpoint, self.state = (
+            run_dir,
+            config,
+            model,
+            checkpoint,
+            state,
+        )
+
+    def sample(self, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """n images (N, C, H, W) in [0, 1]; the same seed gives the same images."""
+        return self.model.sample(n, labels=labels, generator=torch.Generator().manual_seed(seed))
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] -> reconstructions in [0, 1] (autoencoders and VAEs)."""
+        if not hasattr(self.model, "reconstruct"):
+            raise ConfigError(f"model {self.model.name!r} cannot reconstruct: it has no encoder")
+        self.model.eval()
+        return self.model.reconstruct(images.to(self.model.device))
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "run_dir": str(self.run_dir),
+            "model": self.model.name,
+            "preset": self.config.preset,
+            "data": self.config.data,
+            "checkpoint": self.checkpoint.name,
+            "step": self.state.get("step"),
+            "epoch": self.state.get("epoch"),
+            "parameters": self.model.num_parameters(),
+            "weights": "ema" if (self.checkpoint / "ema.safetensors").is_file() else "model",
+            "model_config": dataclasses.asdict(self.model.config),
+            "train_config": self.config.to_dict(),
+        }
+
+
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    saved = read_json(Path(run_dir) / CONFIG_FILE)
+    if not isinstance(saved, dict) or "train" not in saved or "model_config" not in saved:
+        raise CheckpointError(f"{run_dir}/{CONFIG_FILE} is not a genlab run config")
+    try:
+        config = TrainConfig.from_dict(saved["train"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{run_dir}/{CONFIG_FILE} is not a valid genlab run config: {exc}") from exc
+    return config, saved["model_config"]
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> Run:
+    """Load the newest checkpoint of a run; sampling uses the EMA weights when the run kept them."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        latest_checkpoint(run_dir)  # raises the precise error: no such dir, or not a run dir
+    config, model_config = read_run_config(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    try:
+        model = build_model(config.model, model_config)
+    except ConfigError as exc:
+        raise CheckpointError(f"{run_dir}/{CONFIG_FILE} does not describe a buildable model: {exc}") from exc
+    ema_path = checkpoint / "ema.safetensors"
+    weights_path = ema_path if ema_path.is_file() else checkpoint / "model.safetensors"
+    load_model_weights(model, load_weights(weights_path), checkpoint)
+    model.to(device).eval()
+    return Run(run_dir, config, model, checkpoint, read_json(checkpoint / "state.json"))

@@ -1,0 +1,23 @@
+"""Exponential moving average of a model's weights (Polyak averaging), used for sampling when enabled."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self._targets = list(self.model.parameters())
+        self._sources = list(model.parameters())
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        # ema <- decay * ema + (1 - decay) * current, in one fused call over all parameters
+        torch._foreach_lerp_(self._targets, self._sources, 1.0 - self.decay)
+        for target, source in zip(self.model.buffers(), model.buffers()):
+            target.copy_(source)

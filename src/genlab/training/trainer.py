@@ -1,0 +1,340 @@
+"""The one training loop for every family.
+
+Per step it calls `model.training_step(batch, name)` once per optimizer, in order, and does backward,
+clipping and the optimizer step itself; it never branches on the model family. Around that: seeds,
+device-resident batches, EMA, a deferred NaN/inf guard, progress, metrics.jsonl, fixed-noise sample
+grids and loss curves each epoch, atomic checkpoints, exact resume, and Ctrl-C that saves and stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import signal
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from .. import viz
+from ..config import TrainConfig
+from ..data import DeviceBatches, ImageDataset, load_dataset
+from ..errors import CheckpointError, ConfigError, TrainingError
+from ..models.base import Batch, GenerativeModel
+from ..runs import build_model, model_config_values, read_run_config
+from .checkpoint import (
+    CONFIG_FILE,
+    TrainingState,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
+from .ema import EMA
+
+GRID_SEED = 1234  # fixed noise for the per-epoch grids, so epochs are comparable
+PLOT_EVERY_SECONDS = (
+    30.0  # matplotlib costs ~0.3 s a plot: redraw the curves at most this often, and at the end
+)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """auto picks cuda, then mps, then cpu; an explicit device that is absent is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} requested but MPS is not available; use --device cpu")
+    return device
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    seconds: float
+    interrupted: bool
+    last_record: dict
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        resume: bool = False,
+        console: Console | None = None,
+        dataset: ImageDataset | None = None,
+    ):
+        config.validate()
+        self.config, self.run_dir, self.resume = config, Path(run_dir), resume
+        self.console = console or Console(stderr=True)
+        self.device = resolve_device(config.device)
+        self._stop_requested = False
+        self._step_hooks: list = []
+        self._last_plot = time.perf_counter()
+        self._check_run_dir()
+        self.dataset = dataset if dataset is not None else load_dataset(config.data, "train")
+        torch.manual_seed(config.seed)
+        if resume:  # the run's own saved model config, exactly
+            model_values = read_run_config(self.run_dir)[1]
+        else:
+            model_values = model_config_values(config, self.dataset.image_shape, self.dataset.num_classes)
+        self.model = build_model(config.model, model_values).to(self.device)
+        self.optimizers = self.model.optimizers()
+        self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        self.images = self.model.from_uint8(self.dataset.images).to(self.device)  # (N, C, H, W), whole set
+        labels = self.dataset.labels.to(self.device) if self.dataset.labels is not None else None
+        self.batches = DeviceBatches(self.images, labels, config.batch_size, seed=config.seed)
+        self.state = TrainingState()
+        if resume:
+            self.state = load_checkpoint(
+                latest_checkpoint(self.run_dir),
+                self.model,
+                self.optimizers,
+                self.ema.model if self.ema else None,
+            )
+            self._truncate_metrics(self.state.step)
+        else:
+            self._write_run_config()
+
+    # --- set-up ------------------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        has_run = (self.run_dir / CONFIG_FILE).is_file()
+        if self.resume and not has_run:
+            raise CheckpointError(f"cannot resume: {self.run_dir} is not a genlab run directory")
+        if not self.resume and has_run:
+            raise ConfigError(
+                f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def _write_run_config(self) -> None:
+        write_json_atomic(
+            self.run_dir / CONFIG_FILE,
+            {
+                "genlab_format": 1,
+                "model": self.config.model,
+                "model_config": dataclasses.asdict(self.model.config),
+                "train": self.config.to_dict(),
+                "data": {
+                    "name": self.dataset.name,
+                    "size": len(self.dataset),
+                    "image_shape": list(self.dataset.image_shape),
+                    "class_names": self.dataset.class_names,
+                },
+            },
+        )
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop records logged after the checkpoint we resume from, so the log matches an unbroken run."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            kept = [
+                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    # --- control -----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Stop at the next step boundary, save a checkpoint there and return (what Ctrl-C does)."""
+        self._stop_requested = True
+
+    def add_step_hook(self, hook) -> None:
+        """hook(trainer) runs after every step; tests use it to interrupt at a chosen step."""
+        self._step_hooks.append(hook)
+
+    @property
+    def sampling_model(self) -> GenerativeModel:
+        return self.ema.model if self.ema else self.model
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        previous_handler = self._install_sigint()
+        try:
+            return self._fit()
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    def _fit(self) -> TrainResult:
+        config, state = self.config, self.state
+        steps_per_epoch = len(self.batches)
+        total_steps = steps_per_epoch * config.epochs
+        start_time = time.perf_counter()
+        deadline = (
+            start_time + 60.0 * config.time_limit_minutes if config.time_limit_minutes > 0 else math.inf
+        )
+        interval = _Interval(time.perf_counter())
+        last_record: dict = {}
+        interrupted = False
+        self.model.train()
+        with self._progress() as progress:
+            task = progress.add_task(f"{config.model}", total=total_steps, completed=state.step, status="")
+            while state.epoch < config.epochs and not interrupted:
+                epoch = state.epoch
+                for images, labels in self.batches.epoch(epoch, start_batch=state.batch_in_epoch):
+                    self._train_step(Batch(images, labels), interval)
+                    state.step += 1
+                    state.batch_in_epoch += 1
+                    interval.images += images.shape[0]
+                    progress.update(task, advance=1)
+                    for hook in self._step_hooks:
+                        hook(self)
+                    if state.step % config.log_every == 0:
+                        last_record = self._log(interval)
+                        interval = _Interval(time.perf_counter())
+                        progress.update(task, status=_status_text(last_record))
+                    if self._stop_requested or time.perf_counter() > deadline:
+                        interrupted = self._stop_requested
+                        break
+                else:
+                    state.epoch, state.batch_in_epoch = epoch + 1, 0
+                if interval.steps:
+                    last_record = self._log(interval)
+                    interval = _Interval(time.perf_counter())
+                stopping = interrupted or time.perf_counter() > deadline or state.epoch >= config.epochs
+                self._end_of_epoch(epoch, last_record, time.perf_counter() - start_time, final=stopping)
+                if stopping:
+                    break
+        seconds = time.perf_counter() - start_time
+        if interrupted:
+            self.console.print(f"interrupted at step {state.step}: checkpoint saved; continue with --resume")
+        return TrainResult(self.run_dir, state.step, state.epoch, seconds, interrupted, last_record)
+
+    def _train_step(self, batch: Batch, interval: _Interval) -> None:
+        for name, optimizer in self.optimizers.items():
+            self.model.zero_grad(set_to_none=True)
+            output = self.model.training_step(batch, name)
+            interval.losses.append((self.state.step, name, output.loss.detach()))
+            for key, value in output.logs.items():
+                interval.logs[key].append(value)
+            output.loss.backward()
+            if self.config.grad_clip > 0:
+                params = [p for group in optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            optimizer.step()
+        if self.ema:
+            self.ema.update(self.model)
+        interval.steps += 1
+
+    def _check_finite(self, interval: _Interval) -> None:
+        """Deferred NaN/inf guard: one device sync per log interval, yet it names the exact step."""
+        if not interval.losses:
+            return
+        values = torch.stack([loss.float() for _, _, loss in interval.losses])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        step, name, loss = interval.losses[int((~finite).nonzero()[0])]
+        kept = "; the last good checkpoint is kept" if (self.run_dir / "checkpoints").is_dir() else ""
+        raise TrainingError(
+            f"{name} loss became {loss.item()} at step {step + 1} (epoch {self.state.epoch + 1}){kept}; "
+            "try a lower learning rate or --set grad_clip=1"
+        )
+
+    def _log(self, interval: _Interval) -> dict:
+        self._check_finite(interval)
+        seconds = max(time.perf_counter() - interval.start, 1e-9)
+        record = {
+            "step": self.state.step,
+            "epoch": self.state.epoch + self.state.batch_in_epoch / len(self.batches),
+        }
+        for key, values in interval.logs.items():
+            record[key] = float(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean())
+        record["images_per_sec"] = interval.images / seconds
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        return record
+
+    def _end_of_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
+        sampler = self.sampling_model
+        self.model.fit_sampler(self.images)
+        if self.ema:
+            self.ema.model.fit_sampler(self.images)
+        grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
+        viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
+        viz.save_grid(grid, self.run_dir / "samples.png")
+        if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
+            records = [
+                json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line
+            ]
+            viz.plot_losses(records, self.run_dir / "loss_curves.png")
+            self._last_plot = time.perf_counter()
+        save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.optimizers,
+            self.state,
+            self.ema.model if self.ema else None,
+            keep=self.config.keep_checkpoints,
+        )
+        self.model.train()
+        self.console.print(
+            f"epoch {epoch + 1}/{self.config.epochs}  step {self.state.step}  {_status_text(record)}  {elapsed:.1f}s",
+            highlight=False,
+        )
+
+    # --- plumbing ----------------------------------------------------------------------------------
+    def _progress(self) -> Progress:
+        return Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+            disable=not self.console.is_terminal,
+        )
+
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            if self._stop_requested:  # a second Ctrl-C stops at once
+                raise KeyboardInterrupt
+            self.console.print("stopping after this step (Ctrl-C again to abort without saving)")
+            self.request_stop()
+
+        return signal.signal(signal.SIGINT, handler)
+
+
+@dataclass
+class _Interval:
+    start: float
+    steps: int = 0
+    images: int = 0
+
+    def __post_init__(self):
+        self.losses: list[tuple[int, str, torch.Tensor]] = []
+        self.logs: dict[str, list] = defaultdict(list)
+
+
+def _status_text(record: dict) -> str:
+    parts = [f"{k} {v:.3f}" for k, v in record.items() if k not in ("step", "epoch", "images_per_sec")]
+    if "images_per_sec" in record:
+        parts.append(f"{record['images_per_sec']:.0f} img/s")
+    return "  ".join(parts)
