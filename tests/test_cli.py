@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from genlab.cli import main
@@ -183,3 +184,78 @@ def test_module_entry_point_in_a_subprocess(tmp_path):
         [sys.executable, "-m", "genlab", "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "train" in result.stdout
+
+
+# --- eval, compare, train-classifier ---------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def eval_runs(tmp_path_factory):
+    """A VAE and a GAN (the GAN with --eval-every 1) on 250 digits of all ten classes."""
+    from genlab.data import load_dataset
+
+    root = tmp_path_factory.mktemp("eval-runs")
+    full = load_dataset("mnist-5k", "train")  # sorted by class: every 18th digit covers all ten
+    npz = root / "digits10.npz"
+    np.savez(npz, images=full.images[::18, 0].numpy(), labels=full.labels[::18].numpy())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: one thread is as fast, and two crawl on a busy machine
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENLAB_DATA", str(root / "data"))
+        patch.setenv("GENLAB_OFFLINE", "1")
+        assert train(root, npz, "vae") == 0
+        assert train(root, npz, "gan", "--eval-every", "1", "--set", "eval_n=50") == 0
+    torch.set_num_threads(threads)
+    return root, npz
+
+
+def test_eval_writes_report_and_compare_tables_two_runs(eval_runs, tmp_path, capsys):
+    root, npz = eval_runs
+    torch.set_num_threads(1)  # restored by conftest's _fixed_threads
+    records = [json.loads(line) for line in (root / "gan" / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_fid" in record for record in records)  # --eval-every reached metrics.jsonl
+    vae, gan = str(root / "vae"), str(root / "gan")
+    assert main(["eval", vae, "--n", "60", "--nll-k", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "FID" in out and "NLL bits/dim" in out and "domain-classifier" in out
+    for name in ("eval.json", "eval.md", "eval_samples.png", "eval_nearest.png", "eval_classes.png"):
+        assert (root / "vae" / name).is_file(), name
+    report = json.loads((root / "vae" / "eval.json").read_text())
+    assert report["extractor"]["sha256"] in (root / "vae" / "eval.md").read_text()
+    assert main(["eval", gan, "--n", "60", "--metrics", "fid,kid", "prdc", "--out", str(tmp_path / "g")]) == 0
+    assert set(json.loads((tmp_path / "g" / "eval.json").read_text())["metrics"]) >= {
+        "fid",
+        "kid_mean",
+        "recall",
+    }
+    capsys.readouterr()
+    assert main(["compare", vae, str(tmp_path / "g"), "--out", str(tmp_path / "cmp.png")]) == 0
+    captured = capsys.readouterr()
+    assert "[1] vae" in captured.out and "[2] gan" in captured.out and "FID" in captured.out
+    assert Image.open(tmp_path / "cmp.png").size[0] > 100
+    assert main(["train-classifier", "--data", str(npz)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_eval_errors_are_one_line(eval_runs, tmp_path, capsys, offline_data_dir):
+    root, _ = eval_runs
+    vae = str(root / "vae")
+    assert "not found" in error_of(capsys, ["eval", str(tmp_path / "missing")])
+    inception = error_of(capsys, ["eval", vae, "--extractor", "inception", "--n", "20"])
+    assert str(offline_data_dir / "weights" / "pt_inception-2015-12-05-6726825d.pth") in inception
+    assert "unknown metric 'fidd'" in error_of(capsys, ["eval", vae, "--metrics", "fidd"])
+    assert "positive integer" in error_of(capsys, ["eval", vae, "--n", "0"])
+    assert "unknown extractor" in error_of(capsys, ["eval", vae, "--extractor", "clip"])
+    assert "cannot compute likelihood" in error_of(
+        capsys, ["eval", str(root / "gan"), "--metrics", "likelihood"]
+    )
+    (tmp_path / "bare").mkdir()
+    assert "genlab eval" in error_of(capsys, ["compare", str(tmp_path / "bare")])
+    assert "integer >= 0" in error_of(capsys, ["train", "--eval-every", "-1"])
+
+
+def test_eval_help_names_every_metric_and_extractor(capsys):
+    from genlab.evaluation import EXTRACTORS, METRICS
+
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert all(name in help_text for name in METRICS + EXTRACTORS)

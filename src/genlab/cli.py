@@ -1,4 +1,4 @@
-"""`genlab train | sample | reconstruct | interpolate | info | models`.
+"""`genlab train | sample | reconstruct | interpolate | info | models | eval | compare | train-classifier`.
 
 Every user error surfaces as one line on stderr and exit code 2; Ctrl-C during training saves a
 checkpoint and exits with 130.
@@ -32,6 +32,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="genlab", description="Train, sample and inspect generative image models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -50,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     train.add_argument(
         "--time-limit", type=float, dest="time_limit_minutes", help="minutes; stop cleanly after"
+    )
+    train.add_argument(
+        "--eval-every",
+        type=_nonnegative_int,
+        dest="eval_every",
+        help="epochs between quick evals (classifier FID, class coverage) logged to metrics.jsonl; 0 = off",
     )
     train.add_argument("--out", help="run directory (default runs/<model>)")
     train.add_argument("--config", help="YAML or JSON file of settings")
@@ -95,7 +111,52 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
 
     commands.add_parser("models", help="list the registered models and their presets")
+    _add_eval_parsers(commands)
     return parser
+
+
+def _add_eval_parsers(commands) -> None:
+    # Names spelled out rather than imported: genlab.evaluation pulls in scipy, which every command
+    # would then pay for at start-up. evaluate_run checks them (tests/test_cli.py keeps them in step).
+    evaluate = commands.add_parser(
+        "eval", help="FID, KID, precision/recall, coverage, likelihood...: eval.json + eval.md in the run dir"
+    )
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument(
+        "--n",
+        type=_positive_int,
+        default=10_000,
+        help="samples (default 10000); test-split metrics use up to n",
+    )
+    evaluate.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="default: all that apply; any of fid, kid, prdc, classifier_score, class_coverage, "
+        "label_accuracy, memorization, likelihood, reconstruction (space or comma separated)",
+    )
+    evaluate.add_argument(
+        "--extractor", default="classifier", help="features for FID/KID/PRDC: classifier or inception"
+    )
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument(
+        "--nll-k", type=_positive_int, default=100, dest="nll_k", help="importance samples for the VAE NLL"
+    )
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--out", help="folder for eval.json, eval.md and PNGs (default: the run dir)")
+    evaluate.add_argument("--json", action="store_true", help="print eval.json instead of the table")
+
+    classifier = commands.add_parser(
+        "train-classifier", help="train (or show) the domain classifier that eval uses for a dataset"
+    )
+    classifier.add_argument("--data", default="mnist-5k", help="dataset (default mnist-5k)")
+    classifier.add_argument("--retrain", action="store_true", help="train again even if one is cached")
+    classifier.add_argument("--device", default="cpu")
+
+    compare = commands.add_parser("compare", help="a table and a plot across runs, from their eval.json")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--out", default="compare.png", help="the plot (default compare.png)")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +181,17 @@ def cmd_train(args) -> int:
 
     flags = {
         k: getattr(args, k)
-        for k in ("model", "preset", "data", "epochs", "batch_size", "seed", "device", "time_limit_minutes")
+        for k in (
+            "model",
+            "preset",
+            "data",
+            "epochs",
+            "batch_size",
+            "seed",
+            "device",
+            "time_limit_minutes",
+            "eval_every",
+        )
     }
     overrides = _route_overrides(parse_overrides(args.set))
     file_values = load_config_file(args.config) if args.config else {}
@@ -263,6 +334,67 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate_run, print_table, write_report
+    from .evaluation.extractors import EXTRACTORS
+    from .runs import load
+
+    if args.extractor not in EXTRACTORS:
+        raise ConfigError(f"unknown extractor {args.extractor!r}; choose one of: {', '.join(EXTRACTORS)}")
+    metrics = [m.strip() for item in args.metrics or [] for m in item.split(",") if m.strip()] or None
+    device = _device(args.device)
+    run = load(args.run_dir, device=device)
+    result = evaluate_run(
+        run,
+        n=args.n,
+        metrics=metrics,
+        extractor=args.extractor,
+        seed=args.seed,
+        nll_k=args.nll_k,
+        device=device,
+        log=lambda text: print(text, file=sys.stderr),
+    )
+    written = write_report(result, Path(args.out) if args.out else run.run_dir)
+    if args.json:
+        print(written[0].read_text())
+    else:
+        print_table(result)
+        print(f"wrote {', '.join(str(p) for p in written[:2])} and {len(written) - 2} PNG(s)")
+    return 0
+
+
+def cmd_train_classifier(args) -> int:
+    from .evaluation.extractors import get_classifier
+
+    classifier = get_classifier(
+        args.data,
+        device=_device(args.device),
+        retrain=args.retrain,
+        log=lambda text: print(text, file=sys.stderr),
+    )
+    info = classifier.describe()
+    print(
+        f"domain classifier for {info['dataset']}: test accuracy {info['test_accuracy']:.4f}, "
+        f"sha256 {info['sha256'][:12]}, in {info['path']}"
+    )
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .evaluation import comparison_rows, plot_comparison, print_comparison
+
+    rows, warnings = comparison_rows(args.run_dirs)
+    for warning in warnings:
+        print(f"genlab: warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_comparison(rows)
+    plot_comparison(rows, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "sample": cmd_sample,
@@ -270,4 +402,7 @@ COMMANDS = {
     "interpolate": cmd_interpolate,
     "info": cmd_info,
     "models": cmd_models,
+    "eval": cmd_eval,
+    "train-classifier": cmd_train_classifier,
+    "compare": cmd_compare,
 }

@@ -32,6 +32,8 @@ class TrainConfig:
     grid_size: int = 64  # images in the fixed-noise grid written every epoch
     keep_checkpoints: int = 2  # the newest N checkpoints are kept; the last good one always is
     time_limit_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this much training; 0 = none
+    eval_every: int = 0  # epochs between quick evals (classifier FID etc.) in metrics.jsonl; 0 = off
+    eval_n: int = 2000  # samples per quick eval
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +55,8 @@ class TrainConfig:
             (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
             (self.time_limit_minutes >= 0, f"time_limit_minutes must be >= 0, got {self.time_limit_minutes}"),
             (self.grid_size >= 1, f"grid_size must be >= 1, got {self.grid_size}"),
+            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
+            (self.eval_n >= 10, f"eval_n must be >= 10, got {self.eval_n}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

@@ -157,3 +157,19 @@ def test_short_gan_training_learns_digit_statistics(tmp_path):
     trainer.fit()
     after = (genlab.load(tmp_path / "run").sample(500).mean(dim=0) - real_mean).abs().mean()
     assert after < 0.5 * before, (before.item(), after.item())
+
+
+def test_ema_warms_up_then_averages():
+    from genlab.training.ema import EMA
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, decay=0.99)
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10_000) == 0.99
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, step=0)  # 0.1 * 0 + 0.9 * 1
+    assert ema.model.weight.item() == pytest.approx(0.9)
+    ema.update(model, step=10_000)  # 0.99 * 0.9 + 0.01 * 1
+    assert ema.model.weight.item() == pytest.approx(0.901)

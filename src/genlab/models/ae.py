@@ -51,8 +51,10 @@ class Autoencoder(GenerativeModel):
     Config = AEConfig
     input_range = "unit"
     presets: ClassVar[dict[str, Preset]] = {
+        # Measured with benchmarks/sample_quality.py on mnist-5k: after 60 epochs the judge recognizes about
+        # two thirds of the GMM samples with p >= 0.9, every digit between 8% and 12% of them.
         "default": Preset(
-            "MLP autoencoder 784-512-256-32, BCE, 10-component GMM sampler", train={"epochs": 30}
+            "MLP autoencoder 784-512-256-32, BCE, 10-component GMM sampler, 60 epochs", train={"epochs": 60}
         ),
         "article": Preset(
             "the article's single-layer autoencoder: h = sigmoid(Wx + b), 784-32-784",

@@ -53,8 +53,13 @@ class VAE(GenerativeModel):
     Config = VAEConfig
     input_range = "unit"
     presets: ClassVar[dict[str, Preset]] = {
+        # Measured with benchmarks/sample_quality.py on mnist-5k: 8 latent dims and 100 epochs give prior
+        # samples of all ten digits (the judge recognizes about half with p >= 0.9); 16 dims and 30 epochs
+        # leave more holes in the prior (39% recognized, one class at 3%).
         "default": Preset(
-            "MLP VAE 784-512-256-16, Bernoulli decoder, beta 1, Adam 1e-3", train={"epochs": 30}
+            "MLP VAE 784-512-256-8, Bernoulli decoder, beta 1, Adam 1e-3, 100 epochs",
+            model={"latent_dim": 8},
+            train={"epochs": 100},
         ),
         "beta4": Preset(
             "beta-VAE with beta = 4: smoother latent space, blurrier images", model={"beta": 4.0}
@@ -104,6 +109,41 @@ class VAE(GenerativeModel):
         mu, logvar = self.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
         return self.reconstruction_nll(self.decode_logits(z), x), gaussian_kl(mu, logvar)
+
+    def elbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Evidence lower bound per image (B,) in nats: -(reconstruction NLL + KL) with beta = 1, one z
+        per image (drawn from `generator` on the CPU), the KL in closed form."""
+        mu, logvar = self.encode(x)  # (B, d) each
+        eps = torch.randn(mu.shape, generator=generator).to(mu)  # (B, d)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        return -(self.reconstruction_nll(self.decode_logits(z), x) + gaussian_kl(mu, logvar))
+
+    def importance_sampled_nll(
+        self, x: Tensor, k: int = 100, chunk: int | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """-log p(x) per image (B,) in nats, estimated with K importance samples from q(z|x):
+        -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) (Burda et al. 2016). Its expectation is a lower bound
+        on the true NLL that tightens as K grows; K = 1 is the one-sample ELBO. The K samples are drawn
+        `chunk` at a time (default: about 8192 decoder rows a chunk) to bound memory."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        mu, logvar = self.encode(x)  # (B, d) each
+        std = torch.exp(0.5 * logvar)
+        b, d = mu.shape
+        chunk = chunk or max(1, 8192 // b)
+        log_2pi = math.log(2.0 * math.pi)
+        log_weights = []
+        for start in range(0, k, chunk):
+            kc = min(chunk, k - start)
+            eps = torch.randn((kc, b, d), generator=generator).to(mu)  # (kc, B, d)
+            z = mu + std * eps  # (kc, B, d)
+            log_q = -0.5 * (eps.pow(2) + logvar + log_2pi).sum(dim=2)  # (kc, B) log q(z|x)
+            log_prior = -0.5 * (z.pow(2) + log_2pi).sum(dim=2)  # (kc, B) log p(z)
+            targets = x.expand(kc, *x.shape).reshape(kc * b, *x.shape[1:])  # (kc*B, C, H, W)
+            logits = self.decode_logits(z.reshape(kc * b, d))
+            log_likelihood = -self.reconstruction_nll(logits, targets).view(kc, b)  # (kc, B) log p(x|z)
+            log_weights.append(log_likelihood + log_prior - log_q)
+        return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))  # (B,)
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         reconstruction, kl = self.loss_terms(batch.images)

@@ -15,9 +15,14 @@ class EMA:
         self._targets = list(self.model.parameters())
         self._sources = list(model.parameters())
 
+    def decay_at(self, step: int) -> float:
+        """Warm-up: (1 + t) / (10 + t) until it reaches `decay`, so early averages are not dominated by the
+        random initial weights (with 0.999 a short run would otherwise sample from near-initial weights)."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, step: int) -> None:
         # ema <- decay * ema + (1 - decay) * current, in one fused call over all parameters
-        torch._foreach_lerp_(self._targets, self._sources, 1.0 - self.decay)
+        torch._foreach_lerp_(self._targets, self._sources, 1.0 - self.decay_at(step))
         for target, source in zip(self.model.buffers(), model.buffers()):
             target.copy_(source)

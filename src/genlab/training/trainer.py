@@ -95,6 +95,11 @@ class Trainer:
         self._last_plot = time.perf_counter()
         self._check_run_dir()
         self.dataset = dataset if dataset is not None else load_dataset(config.data, "train")
+        if config.eval_every and (self.dataset.labels is None or self.dataset.num_classes < 2):
+            raise ConfigError(
+                "eval_every needs class labels (it scores samples with the dataset's domain classifier); "
+                f"{config.data} has none: run `genlab eval --extractor inception` after training instead"
+            )
         torch.manual_seed(config.seed)
         if resume:  # the run's own saved model config, exactly
             model_values = read_run_config(self.run_dir)[1]
@@ -235,7 +240,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             optimizer.step()
         if self.ema:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.state.step)
         interval.steps += 1
 
     def _check_finite(self, interval: _Interval) -> None:
@@ -275,6 +280,9 @@ class Trainer:
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
         viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
         viz.save_grid(grid, self.run_dir / "samples.png")
+        every = self.config.eval_every
+        if every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0:  # completed epochs only
+            self._quick_eval(sampler)
         if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
             records = [
                 json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line
@@ -293,7 +301,20 @@ class Trainer:
         self.console.print(
             f"epoch {epoch + 1}/{self.config.epochs}  step {self.state.step}  {_status_text(record)}  {elapsed:.1f}s",
             highlight=False,
+            soft_wrap=True,
         )
+
+    def _quick_eval(self, sampler: GenerativeModel) -> None:
+        """`eval_every`: domain-classifier FID and class coverage of eval_n samples, as a metrics.jsonl
+        record (keys eval_*) at the current step, so the curves show them."""
+        from ..evaluation import quick_eval
+
+        values = quick_eval(
+            sampler, self.config.data, n=self.config.eval_n, seed=GRID_SEED, log=self.console.print
+        )
+        record = {"step": self.state.step, "epoch": float(self.state.epoch), **values}
+        with open(self.run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
 
     # --- plumbing ----------------------------------------------------------------------------------
     def _progress(self) -> Progress:
