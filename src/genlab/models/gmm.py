@@ -5,6 +5,8 @@ The autoencoder has no prior of its own; fitting a mixture to its training codes
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -17,37 +19,45 @@ class GaussianMixture(nn.Module):
         )
         self.register_buffer("means", torch.zeros(components, dim))
         self.register_buffer("scale_tril", torch.eye(dim).repeat(components, 1, 1))  # (K, d, d) Cholesky
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))  # warm-start the next fit from here
 
     @torch.no_grad()
-    def fit(self, codes: Tensor, iterations: int = 100, reg: float = 1e-4, seed: int = 0) -> None:
-        """EM with full covariances, in float64; initialised from k-means++-style seeded picks."""
+    def fit(
+        self, codes: Tensor, iterations: int = 100, tol: float = 1e-3, reg: float = 1e-4, seed: int = 0
+    ) -> None:
+        """EM with full covariances, in float64; stops when the mean log-likelihood gains less than `tol`
+        nats per point. The first fit starts from k-means++-style seeded picks; later fits (one per epoch,
+        on codes that moved a little) start from the previous mixture and converge in a few steps."""
         x = codes.detach().double()  # (N, d)
         n, d = x.shape
         k = self.means.shape[0]
-        generator = torch.Generator().manual_seed(seed)
-        means = self._init_means(x, k, generator)
-        covariances = torch.cov(x.T).expand(k, d, d).clone() + reg * torch.eye(
-            d, dtype=x.dtype, device=x.device
-        )
-        log_weights = torch.full((k,), -torch.log(torch.tensor(float(k))), dtype=x.dtype, device=x.device)
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
+        if bool(self.fitted):
+            means = self.means.double()
+            covariances = self.scale_tril.double() @ self.scale_tril.double().transpose(1, 2)
+            log_weights = self.log_weights.double()
+        else:
+            means = self._init_means(x, k, torch.Generator().manual_seed(seed))
+            covariances = torch.cov(x.T).expand(k, d, d).clone() + reg * eye
+            log_weights = torch.full((k,), -math.log(k), dtype=x.dtype, device=x.device)
+        previous = -float("inf")
         for _ in range(iterations):
-            scale_tril = torch.linalg.cholesky(covariances)
-            log_prob = torch.distributions.MultivariateNormal(means, scale_tril=scale_tril).log_prob(
-                x[:, None, :]
-            )
-            responsibilities = torch.softmax(log_prob + log_weights, dim=1)  # (N, K)
+            joint = _log_gaussian(x, means, torch.linalg.cholesky(covariances)) + log_weights  # (N, K)
+            log_likelihood = float(torch.logsumexp(joint, dim=1).mean())
+            responsibilities = torch.softmax(joint, dim=1)  # (N, K)
             counts = responsibilities.sum(dim=0) + 1e-10  # (K,)
             log_weights = torch.log(counts / n)
             means = responsibilities.T @ x / counts[:, None]
             centered = x[None, :, :] - means[:, None, :]  # (K, N, d)
-            covariances = (
-                torch.einsum("nk,kni,knj->kij", responsibilities, centered, centered) / counts[:, None, None]
-            )
-            covariances = covariances + reg * eye
+            weighted = centered * responsibilities.T[:, :, None]
+            covariances = weighted.transpose(1, 2) @ centered / counts[:, None, None] + reg * eye  # (K, d, d)
+            if log_likelihood - previous < tol:
+                break
+            previous = log_likelihood
         self.log_weights.copy_(log_weights.to(self.log_weights))
         self.means.copy_(means.to(self.means))
         self.scale_tril.copy_(torch.linalg.cholesky(covariances).to(self.scale_tril))
+        self.fitted.fill_(True)
 
     @staticmethod
     def _init_means(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -66,3 +76,13 @@ class GaussianMixture(nn.Module):
         noise = torch.randn(n, self.means.shape[1], generator=generator).to(self.means)
         component = component.to(self.means.device)
         return self.means[component] + torch.einsum("nij,nj->ni", self.scale_tril[component], noise)
+
+
+def _log_gaussian(x: Tensor, means: Tensor, scale_tril: Tensor) -> Tensor:
+    """log N(x_n; mean_k, L_k L_k^T) for every point and component: (N, d), (K, d), (K, d, d) -> (N, K)."""
+    centered = (x[None, :, :] - means[:, None, :]).transpose(1, 2)  # (K, d, N)
+    solved = torch.linalg.solve_triangular(scale_tril, centered, upper=False)  # (K, d, N)
+    mahalanobis = solved.pow(2).sum(dim=1)  # (K, N)
+    log_det = 2.0 * torch.log(torch.diagonal(scale_tril, dim1=1, dim2=2)).sum(dim=1)  # (K,)
+    d = x.shape[1]
+    return (-0.5 * (mahalanobis + log_det[:, None] + d * math.log(2.0 * math.pi))).T

@@ -220,6 +220,7 @@ class Trainer:
                     interval = _Interval(time.perf_counter())
                 stopping = interrupted or time.perf_counter() > deadline or state.epoch >= config.epochs
                 self._end_of_epoch(epoch, last_record, time.perf_counter() - start_time, final=stopping)
+                interval.start = time.perf_counter()  # images/s measures training steps, not epoch-end work
                 if stopping:
                     break
         seconds = time.perf_counter() - start_time
