@@ -68,13 +68,11 @@ class Run:
     def __init__(
         self, run_dir: Path, config: TrainConfig, model: GenerativeModel, checkpoint: Path, state: dict
     ):
-        self.run_dir, self.config, self.model, self.checkpoint, self.state = (
-            run_dir,
-            config,
-            model,
-            checkpoint,
-            state,
-        )
+        self.run_dir = run_dir
+        self.config = config
+        self.model = model  # the EMA weights when the run kept them
+        self.checkpoint = checkpoint
+        self.state = state  # state.json of the checkpoint: step, epoch, ...
 
     def sample(self, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n images (N, C, H, W) in [0, 1]; the same seed gives the same images."""
