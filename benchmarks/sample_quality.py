@@ -31,7 +31,7 @@ from safetensors.torch import load_file, save_file
 
 import genlab
 from genlab import viz
-from genlab.config import parse_overrides
+from genlab.config import parse_overrides, route_overrides
 from genlab.data import load_dataset
 from genlab.metrics.classifier import ClassifierConfig, DomainClassifier, accuracy, extract, train_classifier
 
@@ -128,10 +128,7 @@ def train_run(args: argparse.Namespace, console: Console) -> tuple[Path, dict]:
         "seed": args.seed,
         "time_limit_minutes": args.time_limit,
     }
-    overrides = {
-        key if "." in key or key in _train_fields() else f"model.{key}": value
-        for key, value in parse_overrides(args.set).items()
-    }
+    overrides = route_overrides(parse_overrides(args.set))
     config = resolve_config(overrides=overrides, flags=flags)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix=f"sq-{config.model}-{config.preset}-"))
     start = time.perf_counter()
@@ -148,12 +145,6 @@ def train_run(args: argparse.Namespace, console: Console) -> tuple[Path, dict]:
         "command": " ".join(sys.argv),
     }
     return out, timing
-
-
-def _train_fields() -> set[str]:
-    from genlab.config import TrainConfig
-
-    return set(TrainConfig().to_dict())
 
 
 def step_images_per_sec(run_dir: Path) -> float | None:

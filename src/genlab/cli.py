@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config_file, parse_overrides
+    from .config import load_config_file, parse_overrides, route_overrides
     from .runs import read_run_config, resolve_config
     from .training.trainer import Trainer
 
@@ -192,7 +192,7 @@ def cmd_train(args) -> int:
             "eval_every",
         )
     }
-    overrides = _route_overrides(parse_overrides(args.set))
+    overrides = route_overrides(parse_overrides(args.set))
     file_values = load_config_file(args.config) if args.config else {}
     if args.resume:
         if not args.out:
@@ -210,19 +210,6 @@ def cmd_train(args) -> int:
         f"(samples.png, loss_curves.png, checkpoints/)"
     )
     return 130 if result.interrupted else 0
-
-
-def _route_overrides(overrides: dict[str, str]) -> dict[str, str]:
-    """`--set lr_d=1e-4` is shorthand for `--set model.lr_d=1e-4` when lr_d is no training setting."""
-    from .config import TrainConfig
-
-    train_fields = set(TrainConfig().to_dict())
-    return {
-        key
-        if key in train_fields or key.startswith("model.") or key in ("model", "preset")
-        else f"model.{key}": value
-        for key, value in overrides.items()
-    }
 
 
 def cmd_sample(args) -> int:
@@ -267,12 +254,14 @@ def cmd_reconstruct(args) -> int:
     run = load(args.run_dir, device=_device(args.device))
     images = _test_images(run, args.data, args.split)
     reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
-    mse = float((reconstructions - images).pow(2).mean())
+    from .metrics.image_quality import mse
+
+    error = mse(reconstructions, images)
     n = min(args.n, len(images))
     viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n)
     print(
         f"wrote {n} originals above their reconstructions to {args.out}; "
-        f"{args.split} reconstruction MSE per pixel over {len(images)} images: {mse:.5f}"
+        f"{args.split} reconstruction MSE per pixel over {len(images)} images: {error:.5f}"
     )
     return 0
 

@@ -130,6 +130,15 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
     return overrides
 
 
+def route_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`--set lr_d=1e-4` is shorthand for `--set model.lr_d=1e-4` when lr_d is no training setting."""
+    train_fields = set(_FIELDS) | {"model", "preset"}
+    return {
+        key if key in train_fields or key.startswith("model.") else f"model.{key}": value
+        for key, value in overrides.items()
+    }
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict of settings."""
     path = Path(path)

@@ -275,9 +275,7 @@ class Trainer:
 
     def _end_of_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
         sampler = self.sampling_model
-        self.model.fit_sampler(self.images)
-        if self.ema:
-            self.ema.model.fit_sampler(self.images)
+        sampler.fit_sampler(self.images)  # only the weights that sample need a fitted prior
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
         viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
         viz.save_grid(grid, self.run_dir / "samples.png")
