@@ -1,0 +1,50 @@
+"""Pieces every command module shares: the one-line-error parser, argument types, device and data helpers."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..errors import ConfigError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line and exit code 2, instead of usage + error
+        raise ConfigError(f"{message} (see `{self.prog} --help`)")
+
+
+def int_at_least(minimum: int, words: str):
+    """An argparse type: an integer >= minimum, with a message naming what was expected."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+nonnegative_int = int_at_least(0, "an integer >= 0")
+
+
+def device(name: str) -> str:
+    from ..training.trainer import resolve_device
+
+    return str(resolve_device(name))
+
+
+def test_images(run, data: str | None, split: str) -> torch.Tensor:
+    """The dataset's images in [0, 1], checked against the shape the model was trained on."""
+    from ..data import load_dataset
+
+    dataset = load_dataset(data or run.config.data, split)
+    expected = tuple(run.model.config.image_shape)
+    if tuple(dataset.image_shape) != expected:
+        raise ConfigError(f"dataset images are {tuple(dataset.image_shape)} but the model takes {expected}")
+    return dataset.images.float() / 255.0

@@ -1,0 +1,83 @@
+"""`genlab train`: build the config (preset < file < --set < flags) and run the one trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .common import nonnegative_int, positive_int
+
+FLAG_SETTINGS = (
+    "model",
+    "preset",
+    "data",
+    "epochs",
+    "batch_size",
+    "seed",
+    "device",
+    "time_limit_minutes",
+    "eval_every",
+)
+
+
+def register(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train a model (defaults: the GAN on the embedded mnist-5k digits)"
+    )
+    train.add_argument("--model", help="gan, vae or ae (default gan)")
+    train.add_argument("--preset", help="a named recipe of the model (default: default); see `genlab models`")
+    train.add_argument(
+        "--data", help="mnist-5k (default), mnist, fashion-mnist, a folder of images or an .npz"
+    )
+    train.add_argument("--epochs", type=positive_int)
+    train.add_argument("--batch-size", type=positive_int, dest="batch_size")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    train.add_argument(
+        "--time-limit", type=float, dest="time_limit_minutes", help="minutes; stop cleanly after"
+    )
+    train.add_argument(
+        "--eval-every",
+        type=nonnegative_int,
+        dest="eval_every",
+        help="epochs between quick evals (classifier FID, class coverage) logged to metrics.jsonl; 0 = off",
+    )
+    train.add_argument("--out", help="run directory (default runs/<model>)")
+    train.add_argument("--config", help="YAML or JSON file of settings")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set lr_d=1e-4 is model.lr_d; repeatable",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    train.set_defaults(handler=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from ..config import load_config_file, parse_overrides, route_overrides
+    from ..runs import read_run_config, resolve_config
+    from ..training.trainer import Trainer
+
+    flags = {key: getattr(args, key) for key in FLAG_SETTINGS}
+    overrides = route_overrides(parse_overrides(args.set))
+    file_values = load_config_file(args.config) if args.config else {}
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_DIR: the run to continue")
+        saved, _ = read_run_config(Path(args.out))
+        for key in ("model", "preset", "data"):
+            if flags[key] is not None and flags[key] != getattr(saved, key):
+                raise ConfigError(f"cannot change {key} when resuming ({getattr(saved, key)!r} in the run)")
+        file_values = {**saved.to_dict(), **file_values}
+    config = resolve_config(file_values, overrides, flags)
+    out = Path(args.out) if args.out else Path("runs") / config.model
+    result = Trainer(config, out, resume=args.resume).fit()
+    print(
+        f"{'stopped' if result.interrupted else 'done'}: {result.steps} steps in {result.seconds:.1f}s -> {out}/ "
+        f"(samples.png, loss_curves.png, checkpoints/)"
+    )
+    return 130 if result.interrupted else 0
