@@ -34,6 +34,9 @@ class TrainConfig:
     time_limit_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this much training; 0 = none
     eval_every: int = 0  # epochs between quick evals (classifier FID etc.) in metrics.jsonl; 0 = off
     eval_n: int = 2000  # samples per quick eval
+    dp_epsilon: float = 0.0  # differential privacy: train with DP-SGD to this (epsilon, delta); 0 = off
+    dp_delta: float = 0.0  # 0 = 1 / (training images)
+    dp_max_grad_norm: float = 1.0  # DP-SGD clips each example's gradient to this L2 norm
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +60,9 @@ class TrainConfig:
             (self.grid_size >= 1, f"grid_size must be >= 1, got {self.grid_size}"),
             (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
             (self.eval_n >= 10, f"eval_n must be >= 10, got {self.eval_n}"),
+            (self.dp_epsilon >= 0.0, f"dp_epsilon must be > 0 (or 0 for no DP), got {self.dp_epsilon}"),
+            (0.0 <= self.dp_delta < 1.0, f"dp_delta must be in (0, 1) (or 0 for 1/N), got {self.dp_delta}"),
+            (self.dp_max_grad_norm > 0.0, f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

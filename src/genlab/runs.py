@@ -85,6 +85,17 @@ class Run:
         self.model.eval()
         return self.model.reconstruct(images.to(self.model.device))
 
+    def privacy(self) -> dict[str, Any] | None:
+        """The DP accountant's summary at this checkpoint (epsilon spent, delta, ...), or None without DP."""
+        summary = self.state.get("extra", {}).get("privacy")
+        return {k: v for k, v in summary.items() if k != "history"} if summary else None
+
+    def privacy_info(self) -> dict[str, Any]:
+        summary = self.privacy()
+        if summary is None:
+            return {"dp_epsilon": None}
+        return {"dp_epsilon": summary["epsilon"], "dp_delta": summary["delta"]}
+
     def info(self) -> dict[str, Any]:
         return {
             "run_dir": str(self.run_dir),
@@ -96,6 +107,7 @@ class Run:
             "epoch": self.state.get("epoch"),
             "parameters": self.model.num_parameters(),
             "weights": "ema" if (self.checkpoint / "ema.safetensors").is_file() else "model",
+            **self.privacy_info(),
             "model_config": dataclasses.asdict(self.model.config),
             "train_config": self.config.to_dict(),
         }
@@ -123,6 +135,10 @@ def load(run_dir: str | Path, device: str = "cpu") -> Run:
         model = build_model(config.model, model_config)
     except ConfigError as exc:
         raise CheckpointError(f"{run_dir}/{CONFIG_FILE} does not describe a buildable model: {exc}") from exc
+    if config.dp_epsilon > 0:  # the DP run's layer swaps (e.g. BatchNorm -> GroupNorm), exactly
+        from .training.privacy import make_per_sample_compatible
+
+        make_per_sample_compatible(model)
     ema_path = checkpoint / "ema.safetensors"
     weights_path = ema_path if ema_path.is_file() else checkpoint / "model.safetensors"
     load_model_weights(model, load_weights(weights_path), checkpoint)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import math
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -17,7 +19,25 @@ FLAG_SETTINGS = (
     "device",
     "time_limit_minutes",
     "eval_every",
+    "dp_epsilon",
+    "dp_delta",
+    "dp_max_grad_norm",
 )
+
+
+def _float_in(low: float, high: float, words: str):
+    """An argparse type: a float in the open interval (low, high)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not low < value < high:  # also rejects nan and inf
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}")
+        return value
+
+    return parse
 
 
 def register(commands) -> None:
@@ -41,6 +61,24 @@ def register(commands) -> None:
         type=nonnegative_int,
         dest="eval_every",
         help="epochs between quick evals (classifier FID, class coverage) logged to metrics.jsonl; 0 = off",
+    )
+    train.add_argument(
+        "--dp-epsilon",
+        type=_float_in(0.0, math.inf, "a privacy budget epsilon > 0"),
+        dest="dp_epsilon",
+        help="train with differential privacy (DP-SGD, Opacus) to this epsilon; see README",
+    )
+    train.add_argument(
+        "--dp-delta",
+        type=_float_in(0.0, 1.0, "a delta in (0, 1)"),
+        dest="dp_delta",
+        help="DP delta (default 1/N, N = training images)",
+    )
+    train.add_argument(
+        "--dp-max-grad-norm",
+        type=_float_in(0.0, math.inf, "a clipping norm > 0"),
+        dest="dp_max_grad_norm",
+        help="DP-SGD clips each example's gradient to this L2 norm (default 1.0)",
     )
     train.add_argument("--out", help="run directory (default runs/<model>)")
     train.add_argument("--config", help="YAML or JSON file of settings")
@@ -69,11 +107,13 @@ def cmd_train(args) -> int:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR: the run to continue")
         saved, _ = read_run_config(Path(args.out))
-        for key in ("model", "preset", "data"):
+        for key in ("model", "preset", "data", "dp_epsilon", "dp_delta", "dp_max_grad_norm"):
             if flags[key] is not None and flags[key] != getattr(saved, key):
                 raise ConfigError(f"cannot change {key} when resuming ({getattr(saved, key)!r} in the run)")
         file_values = {**saved.to_dict(), **file_values}
     config = resolve_config(file_values, overrides, flags)
+    if config.dp_epsilon == 0 and (flags["dp_delta"] is not None or flags["dp_max_grad_norm"] is not None):
+        raise ConfigError("--dp-delta and --dp-max-grad-norm need --dp-epsilon (differential privacy is off)")
     out = Path(args.out) if args.out else Path("runs") / config.model
     result = Trainer(config, out, resume=args.resume).fit()
     print(

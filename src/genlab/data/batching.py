@@ -3,6 +3,10 @@
 MNIST-scale data fits on any GPU, so a DataLoader's worker processes, pinned memory and per-sample
 collation only add overhead. The order of epoch e depends on (seed, e) alone, which makes resuming from a
 checkpoint at (epoch, batch) replay exactly the batches an uninterrupted run would have drawn.
+
+Two ways to draw: "shuffle" slices a permutation of the epoch into fixed-size batches; "poisson" (what the
+DP-SGD accountant assumes) puts each example in batch b independently with probability batch_size / N,
+so batch sizes vary and a batch can be empty. A Poisson batch is a pure function of (seed, epoch, b).
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def poisson_seed(seed: int, epoch: int, batch: int) -> int:
+    """A 63-bit seed for Poisson batch `batch` of `epoch`, independent of the permutation seeds."""
+    digest = hashlib.blake2b(f"genlab-poisson:{seed}:{epoch}:{batch}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+SAMPLINGS = ("shuffle", "poisson")
+
+
 class DeviceBatches:
     """Whole dataset kept as one float tensor on the training device; batches drawn by index, no DataLoader."""
 
@@ -31,7 +44,10 @@ class DeviceBatches:
         batch_size: int,
         seed: int,
         drop_last: bool = True,
+        sampling: str = "shuffle",
     ):
+        if sampling not in SAMPLINGS:
+            raise DataError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         if images.ndim < 1 or len(images) == 0:
             raise DataError("cannot draw batches from an empty dataset")
         n = len(images)
@@ -50,10 +66,16 @@ class DeviceBatches:
         self.seed = int(seed)
         self.drop_last = drop_last
         self.num_samples = n
+        self.sampling = sampling
+
+    @property
+    def sample_rate(self) -> float:
+        """Probability that a given example is in a given Poisson batch (batch_size / N)."""
+        return self.batch_size / self.num_samples
 
     def __len__(self) -> int:
-        """Batches per epoch."""
-        if self.drop_last:
+        """Batches per epoch (Poisson: N // batch_size draws, so an epoch sees N examples on average)."""
+        if self.drop_last or self.sampling == "poisson":
             return self.num_samples // self.batch_size
         return -(-self.num_samples // self.batch_size)
 
@@ -70,7 +92,18 @@ class DeviceBatches:
             raise DataError(f"start batch {start_batch} is outside this epoch's 0..{len(self)} batches")
         return self._batches(epoch, start_batch)
 
+    def poisson_indices(self, epoch: int, batch: int) -> torch.Tensor:
+        """The (B,) int64 indices of Poisson batch `batch` of `epoch`, on the CPU; B varies and may be 0."""
+        generator = torch.Generator(device="cpu").manual_seed(poisson_seed(self.seed, epoch, batch))
+        keep = torch.rand(self.num_samples, generator=generator) < self.sample_rate  # (N,)
+        return keep.nonzero().squeeze(1)
+
     def _batches(self, epoch: int, start_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        if self.sampling == "poisson":
+            for b in range(start_batch, len(self)):
+                idx = self.poisson_indices(epoch, b).to(self.images.device)  # (B,)
+                yield self.images[idx], None if self.labels is None else self.labels[idx]
+            return
         # Generated on CPU (same numbers on every device), moved once per epoch; slicing it is then free.
         order = self.permutation(epoch).to(self.images.device)  # (N,)
         bs = self.batch_size

@@ -174,6 +174,7 @@ def evaluate_run(
         "preset": run.config.preset,
         "checkpoint": run.checkpoint.name,
         "step": run.state.get("step"),
+        "privacy": run.privacy(),  # the DP accountant's summary (epsilon spent...), None without DP
         "dataset": name,
         "n_samples": n,
         "seed": seed,

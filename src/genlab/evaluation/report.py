@@ -172,6 +172,13 @@ def markdown_report(result: dict[str, Any], images: set[str] | None = None) -> s
         f"(step {result['step']})",
         f"- dataset: {result['dataset']}; {result['n_samples']} samples, seed {result['seed']}",
     ]
+    privacy = result.get("privacy")
+    if privacy:
+        lines.append(
+            f"- differential privacy: epsilon {privacy['epsilon']:.3f} spent at delta {privacy['delta']:.3g} "
+            f"(DP-SGD on {', '.join(privacy['private_parts'])}, {privacy['steps']} steps, noise multiplier "
+            f"{privacy['noise_multiplier']:.3f}, clip {privacy['max_grad_norm']:g}, {privacy['accountant']})"
+        )
     for key in ("extractor", "classifier"):
         if key in result and (key == "extractor" or result[key] != result.get("extractor")):
             e = result[key]
@@ -234,6 +241,8 @@ def print_table(result: dict[str, Any], console=None) -> None:
         if key in flat:
             table.add_row(f"{title} {'↓' if lower else '↑'}", _format(key, flat[key]))
     table.caption = extractor_line(result)
+    if result.get("privacy"):
+        table.caption += f"; trained with DP: epsilon {result['privacy']['epsilon']:.2f}"
     (console or Console()).print(table)
 
 

@@ -87,6 +87,10 @@ class Autoencoder(GenerativeModel):
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         return {"main": torch.optim.Adam(params, lr=self.config.lr)}
 
+    def private_parts(self) -> dict[str, torch.nn.Module]:
+        # What DP-SGD covers; the Gaussian-mixture sampler fitted to training codes is not covered.
+        return {"main": torch.nn.ModuleList([self.encoder, self.decoder])}
+
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x.flatten(1))  # (B, latent_dim)
 

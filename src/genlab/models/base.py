@@ -64,6 +64,12 @@ class GenerativeModel(nn.Module):
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         raise NotImplementedError
 
+    def private_parts(self) -> dict[str, nn.Module]:
+        """{optimizer name: the submodule whose weights that optimizer trains on real data}, for
+        differential privacy (DP-SGD clips and noises exactly these). Optimizers not listed never see
+        data, or see it only through a listed part (post-processing). Empty: DP is not available."""
+        return {}
+
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw (n, latent_dim) codes from the model's prior, on CPU from `generator` for reproducibility."""
         return torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)

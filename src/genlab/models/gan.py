@@ -111,6 +111,11 @@ class GAN(GenerativeModel):
             "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas),
         }
 
+    def private_parts(self) -> dict[str, nn.Module]:
+        # Only D sees real images; G learns from D's output alone, so a private D makes G private too
+        # (post-processing; Xie et al. 2018, DPGAN).
+        return {"d": self.discriminator}
+
     def _generate_tanh(self, z: Tensor) -> Tensor:
         return self.generator(z).view(z.shape[0], *self.config.image_shape)  # (B, C, H, W) in [-1, 1]
 
@@ -164,6 +169,10 @@ class MinibatchDiscrimination(nn.Module):
     """Appends to each sample's features x_i (B, F) the closeness o_i = sum_j exp(-|M_i - M_j|_1) of its
     projection M_i = x_i T (kernels, kernel_dim) to the rest of the batch: (B, F) -> (B, F + kernels)."""
 
+    # Each output row depends on the whole batch, so per-sample gradients (DP-SGD) are undefined; it has
+    # weights of its own, so there is no drop-in stand-in: DP training refuses it.
+    mixes_samples: ClassVar[bool] = True
+
     def __init__(self, in_features: int, kernels: int, kernel_dim: int):
         super().__init__()
         self.kernels, self.kernel_dim = kernels, kernel_dim
@@ -179,6 +188,23 @@ class MinibatchDiscrimination(nn.Module):
 class MinibatchStdDev(nn.Module):
     """Appends the batch's mean feature standard deviation as one constant feature: (B, F) -> (B, F + 1)."""
 
+    mixes_samples: ClassVar[bool] = True  # the appended feature depends on the whole batch
+
+    def per_sample_replacement(self) -> nn.Module:
+        """What DP training puts in its place: the same shape, a constant 0 feature (no weights lost)."""
+        return ZeroFeatures(1)
+
     def forward(self, x: Tensor) -> Tensor:
         spread = x.std(dim=0, unbiased=False).mean() if x.shape[0] > 1 else x.new_zeros(())
         return torch.cat([x, spread.expand(x.shape[0], 1)], dim=1)
+
+
+class ZeroFeatures(nn.Module):
+    """Appends `count` zero features: (B, F) -> (B, F + count). The per-sample stand-in for a batch layer."""
+
+    def __init__(self, count: int):
+        super().__init__()
+        self.count = count
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, x.new_zeros(x.shape[0], self.count)], dim=1)

@@ -77,6 +77,9 @@ class VAE(GenerativeModel):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"main": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
 
+    def private_parts(self) -> dict[str, torch.nn.Module]:
+        return {"main": self}  # one optimizer over every weight, all of them fitted to the data
+
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) in [0, 1] -> mu, logvar, each (B, latent_dim)."""
         mu, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)

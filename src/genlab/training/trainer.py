@@ -106,11 +106,23 @@ class Trainer:
         else:
             model_values = model_config_values(config, self.dataset.image_shape, self.dataset.num_classes)
         self.model = build_model(config.model, model_values).to(self.device)
+        private = config.dp_epsilon > 0
+        if private:  # before the optimizers and the EMA copy: it may swap layers
+            from .privacy import make_per_sample_compatible
+
+            make_per_sample_compatible(self.model, log=self.console.print)
         self.optimizers = self.model.optimizers()
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.images = self.model.from_uint8(self.dataset.images).to(self.device)  # (N, C, H, W), whole set
         labels = self.dataset.labels.to(self.device) if self.dataset.labels is not None else None
-        self.batches = DeviceBatches(self.images, labels, config.batch_size, seed=config.seed)
+        self.batches = DeviceBatches(
+            self.images,
+            labels,
+            config.batch_size,
+            seed=config.seed,
+            sampling="poisson" if private else "shuffle",  # what the DP accountant assumes
+        )
+        self.privacy = self._private_training() if private else None
         self.state = TrainingState()
         if resume:
             self.state = load_checkpoint(
@@ -119,11 +131,40 @@ class Trainer:
                 self.optimizers,
                 self.ema.model if self.ema else None,
             )
+            if self.privacy:
+                from .privacy import restore
+
+                restore(self.privacy, self.state.extra)
             self._truncate_metrics(self.state.step)
         else:
             self._write_run_config()
 
     # --- set-up ------------------------------------------------------------------------------------
+    def _private_training(self):
+        """DP-SGD on the model's private parts; their optimizers are replaced by Opacus DP optimizers."""
+        from .privacy import PrivateTraining
+
+        config, n = self.config, len(self.images)
+        delta = config.dp_delta or 1.0 / n
+        private = PrivateTraining(
+            self.model,
+            self.optimizers,
+            epsilon=config.dp_epsilon,
+            delta=delta,
+            max_grad_norm=config.dp_max_grad_norm,
+            sample_rate=self.batches.sample_rate,
+            expected_batch_size=config.batch_size,
+            planned_steps=config.epochs * len(self.batches),
+        )
+        self.optimizers = private.optimizers
+        self.console.print(
+            f"DP-SGD: epsilon {config.dp_epsilon:g} at delta {delta:.3g} over {config.epochs} epochs: "
+            f"noise multiplier {private.noise_multiplier:.3f}, per-example clip {config.dp_max_grad_norm:g}, "
+            f"Poisson batches (q = {self.batches.sample_rate:.4f}); private: {', '.join(private.hooks)}",
+            highlight=False,
+        )
+        return private
+
     def _check_run_dir(self) -> None:
         has_run = (self.run_dir / CONFIG_FILE).is_file()
         if self.resume and not has_run:
@@ -229,8 +270,17 @@ class Trainer:
         return TrainResult(self.run_dir, state.step, state.epoch, seconds, interrupted, last_record)
 
     def _train_step(self, batch: Batch, interval: _Interval) -> None:
+        if len(batch.images) == 0:  # only Poisson (DP) sampling draws empty batches
+            self.privacy.empty_batch_step()
+            if self.ema:
+                self.ema.update(self.model, self.state.step)
+            interval.steps += 1
+            return
         for name, optimizer in self.optimizers.items():
             self.model.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)  # a DP optimizer also drops its per-example gradients
+            if self.privacy:
+                self.privacy.select(name)
             output = self.model.training_step(batch, name)
             interval.losses.append((self.state.step, name, output.loss.detach()))
             for key, value in output.logs.items():
@@ -269,6 +319,8 @@ class Trainer:
         for key, values in interval.logs.items():
             record[key] = float(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean())
         record["images_per_sec"] = interval.images / seconds
+        if self.privacy:
+            record["dp_epsilon"] = self.privacy.epsilon()
         with open(self.run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
         return record
@@ -288,6 +340,8 @@ class Trainer:
             ]
             viz.plot_losses(records, self.run_dir / "loss_curves.png")
             self._last_plot = time.perf_counter()
+        if self.privacy:
+            self.state.extra["privacy"] = self.privacy.state_dict()
         save_checkpoint(
             self.run_dir,
             self.model,
