@@ -158,13 +158,8 @@ class PrivateTraining:
         self.optimizers = dict(optimizers)
         for name, part in parts.items():
             _check_optimizer_covers(name, part, optimizers[name])
-            try:
-                self.hooks[name] = GradSampleHooks(part, batch_first=True, loss_reduction="mean", strict=True)
-            except NotImplementedError as exc:
-                raise ConfigError(
-                    f"Opacus cannot compute per-example gradients for {model.name}'s {name!r} part "
-                    f"({str(exc).splitlines()[0][:160]}); turn off layers with buffers (e.g. spectral norm)"
-                ) from exc
+            _refuse_layers_with_buffers(model.name, name, part)
+            self.hooks[name] = GradSampleHooks(part, batch_first=True, loss_reduction="mean", strict=True)
             self.hooks[name].disable_hooks()
             dp_optimizer = DPOptimizer(
                 optimizers[name],
@@ -244,6 +239,19 @@ def _check_optimizer_covers(name: str, part: nn.Module, optimizer: torch.optim.O
     stepped = [p for group in optimizer.param_groups for p in group["params"]]
     if any(id(p) not in in_part for p in stepped):
         raise ConfigError(f"optimizer {name!r} updates weights outside its declared private part")
+
+
+def _refuse_layers_with_buffers(model_name: str, part_name: str, part: nn.Module) -> None:
+    """Opacus' strict check, with a message that names the layer: a weighted layer that also keeps state
+    (spectral norm's power-iteration vectors, BatchNorm statistics) has no per-example gradient."""
+    from opacus.utils.module_utils import trainable_modules
+
+    for path, module in trainable_modules(part):
+        if next(module.buffers(), None) is not None:
+            raise ConfigError(
+                f"Opacus cannot compute per-example gradients for {model_name}'s {part_name!r} part: layer "
+                f"{path} ({type(module).__name__}) keeps buffers (spectral norm?); turn it off for DP training"
+            )
 
 
 def restore(privacy: PrivateTraining, extra: dict[str, Any]) -> None:

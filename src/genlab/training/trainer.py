@@ -110,7 +110,7 @@ class Trainer:
         if private:  # before the optimizers and the EMA copy: it may swap layers
             from .privacy import make_per_sample_compatible
 
-            make_per_sample_compatible(self.model, log=self.console.print)
+            make_per_sample_compatible(self.model, log=lambda text: self.console.print(text, soft_wrap=True))
         self.optimizers = self.model.optimizers()
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
         self.images = self.model.from_uint8(self.dataset.images).to(self.device)  # (N, C, H, W), whole set
@@ -162,6 +162,7 @@ class Trainer:
             f"noise multiplier {private.noise_multiplier:.3f}, per-example clip {config.dp_max_grad_norm:g}, "
             f"Poisson batches (q = {self.batches.sample_rate:.4f}); private: {', '.join(private.hooks)}",
             highlight=False,
+            soft_wrap=True,
         )
         return private
 

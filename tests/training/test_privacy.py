@@ -1,0 +1,236 @@
+"""Differential privacy: per-example clipping, the accountant, exact resume, layer swaps, bad settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from genlab.cli import main
+from genlab.errors import ConfigError
+from genlab.models.base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
+from genlab.models.gan import GAN, ZeroFeatures
+from genlab.training.privacy import RDP_ORDERS, PrivateTraining, make_per_sample_compatible
+from tests.training.test_trainer import assert_same_weights, final_weights, records, tiny_config
+
+pytest.importorskip("opacus")
+from opacus.accountants import RDPAccountant  # noqa: E402
+
+
+def dp_config(name="vae", **settings):
+    return tiny_config(name, **{"dp_epsilon": 3.0, "epochs": 1, **settings})
+
+
+class _Linear(GenerativeModel):
+    """loss = mean_i w . x_i, so example i's gradient is exactly x_i: clipping can be checked by hand."""
+
+    name = "linear-test"
+
+    def __init__(self):
+        super().__init__(ModelConfig())
+        self.weight = nn.Linear(2, 1, bias=False)
+        nn.init.zeros_(self.weight.weight)
+
+    def optimizers(self):
+        return {"main": torch.optim.SGD(self.parameters(), lr=1.0)}
+
+    def private_parts(self):
+        return {"main": self}
+
+    def training_step(self, batch, optimizer_name):
+        return StepOutput(self.weight(batch.images).mean())
+
+
+def test_each_example_gradient_is_clipped_then_averaged_over_the_expected_batch():
+    model = _Linear()
+    private = PrivateTraining(
+        model,
+        model.optimizers(),
+        epsilon=1.0,
+        delta=1e-5,
+        max_grad_norm=1.0,
+        sample_rate=0.1,
+        expected_batch_size=4,
+        planned_steps=10,
+        noise_multiplier=0.0,  # no noise: the step is the clipped sum / expected batch size exactly
+    )
+    optimizer = private.optimizers["main"]
+    x = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, -2.0]])  # norms 5, 0.5, 2
+    private.select("main")
+    optimizer.zero_grad(set_to_none=True)
+    model.training_step(Batch(x), "main").loss.backward()
+    optimizer.step()
+    clipped = torch.tensor([[0.6, 0.8], [0.3, 0.4], [0.0, -1.0]])  # each scaled to norm <= 1
+    expected_grad = clipped.sum(0) / 4  # / expected batch size, not the 3 examples drawn
+    assert torch.allclose(model.weight.weight[0], -expected_grad, atol=1e-5)
+    assert private.accountant.history == [(0.0, 0.1, 1)]
+
+
+def test_empty_poisson_batch_takes_a_noise_only_step_that_the_accountant_counts():
+    model = _Linear()
+    private = PrivateTraining(
+        model,
+        model.optimizers(),
+        epsilon=1.0,
+        delta=1e-5,
+        max_grad_norm=1.0,
+        sample_rate=0.1,
+        expected_batch_size=4,
+        planned_steps=10,
+        noise_multiplier=2.0,
+    )
+    torch.manual_seed(0)
+    private.empty_batch_step()
+    step = model.weight.weight.detach().clone()
+    assert torch.all(step != 0)  # pure noise moved the weights
+    assert private.accountant.history == [(2.0, 0.1, 1)]
+
+
+@pytest.mark.parametrize("name", ["vae", "ae", "gan"])
+def test_dp_training_runs_logs_epsilon_and_spends_the_target(tmp_path, mnist_small, name):
+    from genlab.training.trainer import Trainer
+
+    trainer = Trainer(dp_config(name), tmp_path / name, dataset=mnist_small)
+    assert trainer.batches.sampling == "poisson"
+    result = trainer.fit()
+    log = records(tmp_path / name)
+    assert result.steps == 8 and all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in log)
+    epsilons = [r["dp_epsilon"] for r in log]
+    assert epsilons == sorted(epsilons) and epsilons[0] > 0
+    assert epsilons[-1] == pytest.approx(3.0, abs=0.05)  # calibrated for exactly the planned steps
+    # Every logged epsilon is Opacus' RDP accountant's for (sigma, q, steps so far)
+    sigma, q = trainer.privacy.noise_multiplier, trainer.batches.sample_rate
+    for record in log:
+        reference = RDPAccountant()
+        reference.history = [(sigma, q, record["step"])]
+        assert record["dp_epsilon"] == pytest.approx(reference.get_epsilon(1 / 256, alphas=RDP_ORDERS))
+    state = json.loads((tmp_path / name / "checkpoints" / "step-0000008" / "state.json").read_text())
+    assert state["extra"]["privacy"]["history"] == [[sigma, q, 8]]  # JSON, not pickled
+
+
+def test_gan_dp_privatizes_only_the_discriminator_and_the_generator_still_learns(tmp_path, mnist_small):
+    from genlab.training.trainer import Trainer
+
+    trainer = Trainer(dp_config("gan"), tmp_path / "gan", dataset=mnist_small)
+    assert list(trainer.privacy.hooks) == ["d"]
+    assert type(trainer.optimizers["d"]).__name__ == "DPOptimizer"
+    assert isinstance(trainer.optimizers["g"], torch.optim.Adam)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert not torch.equal(before["generator.0.weight"], after["generator.0.weight"])
+    assert not torch.equal(before["discriminator.0.weight"], after["discriminator.0.weight"])
+
+
+@pytest.mark.slow
+def test_resume_continues_the_accountant_exactly(tmp_path, mnist_small):
+    from genlab.training.trainer import Trainer
+
+    config = dp_config("vae", epochs=2)
+    Trainer(config, tmp_path / "full", dataset=mnist_small).fit()
+    trainer = Trainer(config, tmp_path / "stopped", dataset=mnist_small)
+    trainer.add_step_hook(lambda t: t.request_stop() if t.state.step == 5 else None)
+    trainer.fit()
+    Trainer(config, tmp_path / "stopped", resume=True, dataset=mnist_small).fit()
+    full = {r["step"]: r["dp_epsilon"] for r in records(tmp_path / "full")}
+    resumed = {r["step"]: r["dp_epsilon"] for r in records(tmp_path / "stopped")}
+    assert resumed.keys() == full.keys() | {5}  # plus the record the stop wrote at step 5
+    assert all(resumed[step] == epsilon for step, epsilon in full.items())
+    assert_same_weights(final_weights(tmp_path / "stopped"), final_weights(tmp_path / "full"))
+
+
+def test_batch_layers_are_swapped_with_a_message_never_silently():
+    gan = GAN(GAN.make_config({"d_hidden": (8,), "g_hidden": (8,), "d_minibatch_stddev": True}))
+    messages = make_per_sample_compatible(gan)
+    assert len(messages) == 1 and "MinibatchStdDev" in messages[0] and "ZeroFeatures" in messages[0]
+    assert any(isinstance(m, ZeroFeatures) for m in gan.discriminator)
+
+    class WithBatchNorm(_Linear):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.ReLU())
+
+    model = WithBatchNorm()
+    messages = make_per_sample_compatible(model)
+    assert len(messages) == 1 and "BatchNorm1d" in messages[0] and "GroupNorm" in messages[0]
+    assert isinstance(model.net[1], nn.GroupNorm)
+
+
+def test_layers_that_cannot_be_made_per_example_are_refused():
+    gan = GAN(GAN.make_config({"d_hidden": (8,), "g_hidden": (8,), "d_minibatch_kernels": 3}))
+    with pytest.raises(ConfigError, match="MinibatchDiscrimination"):
+        make_per_sample_compatible(gan)
+
+
+def test_g_batch_norm_is_kept_because_g_never_sees_data():
+    gan = GAN(GAN.make_config({"d_hidden": (8,), "g_hidden": (8,), "g_batch_norm": True}))
+    assert make_per_sample_compatible(gan) == []
+    assert any(isinstance(m, nn.BatchNorm1d) for m in gan.generator)
+
+
+# --- the command line --------------------------------------------------------------------------------
+def cli_train(tmp_path, npz, name, *extra):
+    from tests.test_cli import train
+
+    return train(tmp_path, npz, name, *extra)
+
+
+def one_line_error(capsys, code) -> str:
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--dp-epsilon", "0"], "epsilon > 0"),
+        (["--dp-epsilon", "-1"], "epsilon > 0"),
+        (["--dp-epsilon", "nan"], "epsilon > 0"),
+        (["--dp-epsilon", "3", "--dp-delta", "1.5"], "delta in (0, 1)"),
+        (["--dp-epsilon", "3", "--dp-delta", "0"], "delta in (0, 1)"),
+        (["--dp-epsilon", "3", "--dp-max-grad-norm", "0"], "clipping norm > 0"),
+        (["--dp-delta", "1e-5"], "need --dp-epsilon"),
+        (["--dp-epsilon", "3", "--set", "d_minibatch_kernels=2"], "MinibatchDiscrimination"),
+        (
+            ["--dp-epsilon", "3", "--set", "d_spectral_norm=true", "--set", "d_minibatch_stddev=false"],
+            "spectral",
+        ),
+    ],
+)
+def test_bad_dp_settings_are_one_line_and_exit_2(tmp_path, mnist_small_npz, capsys, extra, message):
+    assert message in one_line_error(capsys, cli_train(tmp_path, mnist_small_npz, "gan", *extra))
+
+
+def test_dp_on_a_model_without_private_parts_exits_2(tmp_path, mnist_small_npz, capsys, monkeypatch):
+    from genlab import registry
+
+    class NoPrivateParts(_Linear):
+        presets = {"default": Preset("a test model that declares no private parts")}
+
+        def __init__(self, config):
+            super().__init__()
+
+        def private_parts(self):
+            return {}
+
+    NoPrivateParts.name = "noprivate"
+    monkeypatch.setitem(registry._MODELS, "noprivate", NoPrivateParts)
+    argv = ["train", "--model", "noprivate", "--data", str(mnist_small_npz), "--dp-epsilon", "3"]
+    code = main([*argv, "--out", str(tmp_path / "run")])
+    assert "cannot train with differential privacy" in one_line_error(capsys, code)
+
+
+def test_cli_dp_run_shows_epsilon_in_info_and_resume_cannot_change_it(tmp_path, mnist_small_npz, capsys):
+    assert cli_train(tmp_path, mnist_small_npz, "vae", "--dp-epsilon", "2") == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "vae"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    size = json.loads((tmp_path / "vae" / "config.json").read_text())["data"]["size"]
+    assert info["dp_epsilon"] == pytest.approx(2.0, abs=0.05) and info["dp_delta"] == pytest.approx(1 / size)
+    code = main(["train", "--resume", "--out", str(tmp_path / "vae"), "--dp-epsilon", "8"])
+    assert "cannot change dp_epsilon" in one_line_error(capsys, code)
