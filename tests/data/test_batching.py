@@ -96,3 +96,30 @@ def test_same_batches_on_cuda() -> None:
     gpu = DeviceBatches(images.cuda(), labels.cuda(), batch_size=8, seed=3)
     for (xc, yc), (xg, yg) in zip(cpu.epoch(1), gpu.epoch(1), strict=True):
         assert xg.is_cuda and yg.is_cuda and xc.equal(xg.cpu()) and yc.equal(yg.cpu())
+
+
+def test_poisson_batches_are_a_pure_function_of_seed_epoch_and_step() -> None:
+    batches = DeviceBatches(*_data(200), batch_size=20, seed=3, sampling="poisson")
+    assert len(batches) == 10 and batches.sample_rate == pytest.approx(0.1)
+    first = _order(batches, 1)
+    assert first == _order(DeviceBatches(*_data(200), batch_size=20, seed=3, sampling="poisson"), 1)
+    assert _order(batches, 1, start=4) == first[4:]  # resuming mid-epoch draws the same batches
+    assert first != _order(batches, 2)
+    sizes = [len(b) for b in first]
+    assert len(set(sizes)) > 1  # variable batch sizes
+    assert all(len(set(b)) == len(b) for b in first)  # an example at most once per batch
+
+
+def test_poisson_batch_sizes_follow_the_sampling_rate_and_can_be_empty() -> None:
+    batches = DeviceBatches(*_data(100), batch_size=10, seed=0, sampling="poisson")
+    sizes = torch.tensor([len(batches.poisson_indices(e, b)) for e in range(40) for b in range(10)]).double()
+    assert sizes.mean() == pytest.approx(10.0, abs=0.5)  # Binomial(100, 0.1): mean 10, sd of mean 0.15
+    assert sizes.var() == pytest.approx(9.0, rel=0.25)  # variance N q (1 - q) = 9
+    tiny = DeviceBatches(*_data(100), batch_size=1, seed=0, sampling="poisson")
+    empties = [images for e in range(3) for images, _ in tiny.epoch(e) if len(images) == 0]
+    assert empties and empties[0].shape == (0, 1, 2, 2)  # (1 - 0.01)^100 = 37% of batches are empty
+
+
+def test_unknown_sampling_is_a_data_error() -> None:
+    with pytest.raises(DataError, match="sampling"):
+        DeviceBatches(*_data(10), batch_size=2, seed=0, sampling="uniform")

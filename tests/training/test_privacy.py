@@ -234,3 +234,21 @@ def test_cli_dp_run_shows_epsilon_in_info_and_resume_cannot_change_it(tmp_path, 
     assert info["dp_epsilon"] == pytest.approx(2.0, abs=0.05) and info["dp_delta"] == pytest.approx(1 / size)
     code = main(["train", "--resume", "--out", str(tmp_path / "vae"), "--dp-epsilon", "8"])
     assert "cannot change dp_epsilon" in one_line_error(capsys, code)
+
+
+def test_eval_report_states_the_spent_epsilon(tmp_path):
+    from genlab.config import TrainConfig
+    from genlab.evaluation.report import markdown_report
+    from genlab.runs import Run
+
+    summary = {"epsilon": 2.5, "delta": 1e-4, "noise_multiplier": 0.9, "max_grad_norm": 1.0, "steps": 70}
+    summary |= {"private_parts": ["d"], "accountant": "rdp"}
+    state = {"step": 70, "extra": {"privacy": {**summary, "history": [[0.9, 0.01, 70]]}}}
+    run = Run(tmp_path, TrainConfig(), _Linear(), tmp_path / "step-70", state)
+    assert run.privacy() == summary and run.info()["dp_epsilon"] == 2.5
+    assert Run(tmp_path, TrainConfig(), _Linear(), tmp_path, {"step": 1}).privacy() is None
+    result = {"run_dir": "r", "model": "gan", "preset": "default", "checkpoint": "c", "step": 70}
+    result |= {"dataset": "mnist-5k", "n_samples": 10, "seed": 0, "metrics": {}, "privacy": run.privacy()}
+    assert "differential privacy: epsilon 2.500 spent at delta 0.0001 (DP-SGD on d, 70 steps" in (
+        markdown_report(result)
+    )
