@@ -44,11 +44,11 @@ EPSILONS = (0.0, 8.0, 3.0, 1.0)  # 0 = no DP
 # One budget per family, the same with and without DP. Smaller nets than the default presets: DP-SGD's
 # per-example gradients cost memory and time in proportion to the private weights.
 SETTINGS = {
-    "vae": ["--epochs", "8", "--batch-size", "128", "--set", "hidden=[256]", "--set", "latent_dim=8"],
+    "vae": ["--epochs", "6", "--batch-size", "128", "--set", "hidden=[256]", "--set", "latent_dim=8"],
     # D without the minibatch-stddev feature in every row (DP training would swap it for a constant), so
     # all rows share one architecture and the white-box attack scores each image alone.
     "gan": [
-        "--epochs", "8", "--batch-size", "128", "--set", "d_hidden=[256,128]",
+        "--epochs", "6", "--batch-size", "128", "--set", "d_hidden=[256,128]",
         "--set", "g_hidden=[128,256,512]", "--set", "d_minibatch_stddev=false",
     ],
 }  # fmt: skip
