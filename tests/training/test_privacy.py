@@ -108,6 +108,8 @@ def test_dp_training_runs_logs_epsilon_and_spends_the_target(tmp_path, mnist_sma
         assert record["dp_epsilon"] == pytest.approx(reference.get_epsilon(1 / 256, alphas=RDP_ORDERS))
     state = json.loads((tmp_path / name / "checkpoints" / "step-0000008" / "state.json").read_text())
     assert state["extra"]["privacy"]["history"] == [[sigma, q, 8]]  # JSON, not pickled
+    # The autoencoder's mixture sampler is fitted to training codes outside DP-SGD: said, not hidden
+    assert bool(state["extra"]["privacy"]["notes"]) == (name == "ae")
 
 
 def test_gan_dp_privatizes_only_the_discriminator_and_the_generator_still_learns(tmp_path, mnist_small):

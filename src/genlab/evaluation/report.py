@@ -179,6 +179,7 @@ def markdown_report(result: dict[str, Any], images: set[str] | None = None) -> s
             f"(DP-SGD on {', '.join(privacy['private_parts'])}, {privacy['steps']} steps, noise multiplier "
             f"{privacy['noise_multiplier']:.3f}, clip {privacy['max_grad_norm']:g}, {privacy['accountant']})"
         )
+        lines += [f"- differential privacy note: {note}" for note in privacy.get("notes", [])]
     for key in ("extractor", "classifier"):
         if key in result and (key == "extractor" or result[key] != result.get("extractor")):
             e = result[key]

@@ -99,6 +99,18 @@ def _describe(module: nn.Module) -> str:
     return type(module).__name__
 
 
+def uncovered_data_uses(model: nn.Module) -> list[str]:
+    """What a model does with training data outside DP-SGD, which epsilon therefore does not cover."""
+    from ..models.base import GenerativeModel
+
+    if type(model).fit_sampler is not GenerativeModel.fit_sampler:
+        return [
+            f"{model.name}'s sampler is fitted to training images after each epoch without noise: "
+            "epsilon covers the trained weights, not that fit (nor samples drawn from it)"
+        ]
+    return []
+
+
 def noise_multiplier_for(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The noise std (in units of the clipping norm) that spends exactly `epsilon` in `steps` steps."""
     require_opacus()
@@ -153,6 +165,7 @@ class PrivateTraining:
         if noise_multiplier is None:
             noise_multiplier = noise_multiplier_for(epsilon, delta, sample_rate, self.planned_steps)
         self.noise_multiplier = noise_multiplier
+        self.notes = uncovered_data_uses(model)
         self.accountant = RDPAccountant()
         self.hooks: dict[str, Any] = {}
         self.optimizers = dict(optimizers)
@@ -212,6 +225,7 @@ class PrivateTraining:
             "planned_steps": self.planned_steps,
             "accountant": ACCOUNTANT,
             "private_parts": sorted(self.hooks),
+            "notes": self.notes,
         }
 
     def state_dict(self) -> dict[str, Any]:

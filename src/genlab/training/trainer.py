@@ -138,33 +138,40 @@ class Trainer:
             self._truncate_metrics(self.state.step)
         else:
             self._write_run_config()
+        if self.privacy:
+            self._announce_privacy()
 
     # --- set-up ------------------------------------------------------------------------------------
     def _private_training(self):
         """DP-SGD on the model's private parts; their optimizers are replaced by Opacus DP optimizers."""
         from .privacy import PrivateTraining
 
-        config, n = self.config, len(self.images)
-        delta = config.dp_delta or 1.0 / n
+        config = self.config
         private = PrivateTraining(
             self.model,
             self.optimizers,
             epsilon=config.dp_epsilon,
-            delta=delta,
+            delta=config.dp_delta or 1.0 / len(self.images),
             max_grad_norm=config.dp_max_grad_norm,
             sample_rate=self.batches.sample_rate,
             expected_batch_size=config.batch_size,
             planned_steps=config.epochs * len(self.batches),
         )
         self.optimizers = private.optimizers
+        return private
+
+    def _announce_privacy(self) -> None:
+        private, config = self.privacy, self.config
+        for note in private.notes:
+            self.console.print(f"DP: note: {note}", highlight=False, soft_wrap=True)
         self.console.print(
-            f"DP-SGD: epsilon {config.dp_epsilon:g} at delta {delta:.3g} over {config.epochs} epochs: "
-            f"noise multiplier {private.noise_multiplier:.3f}, per-example clip {config.dp_max_grad_norm:g}, "
-            f"Poisson batches (q = {self.batches.sample_rate:.4f}); private: {', '.join(private.hooks)}",
+            f"DP-SGD: epsilon {config.dp_epsilon:g} at delta {private.delta:.3g} over "
+            f"{private.planned_steps} private steps: noise multiplier {private.noise_multiplier:.3f}, "
+            f"per-example clip {config.dp_max_grad_norm:g}, Poisson batches (q = {private.sample_rate:.4f}); "
+            f"private: {', '.join(private.hooks)}; spent so far: {private.epsilon():.3f}",
             highlight=False,
             soft_wrap=True,
         )
-        return private
 
     def _check_run_dir(self) -> None:
         has_run = (self.run_dir / CONFIG_FILE).is_file()
