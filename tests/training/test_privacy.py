@@ -68,6 +68,47 @@ def test_each_example_gradient_is_clipped_then_averaged_over_the_expected_batch(
     assert private.accountant.history == [(0.0, 0.1, 1)]
 
 
+def test_gan_d_step_per_example_gradients_add_up_to_the_ordinary_gradient():
+    """Without clipping or noise, DP-SGD's D gradient is the plain one: the hooks pair each real image's
+    gradient with its fake's (two forward passes through D) and undo the batch mean exactly. The G step
+    backpropagates through the frozen D and records no per-example gradients for it."""
+    config = GAN.make_config({"d_hidden": (8,), "g_hidden": (8,), "latent_dim": 4, "d_dropout": 0.0})
+    gan = GAN(config)
+    batch = Batch(torch.rand(6, 1, 28, 28) * 2 - 1)
+
+    def d_loss():
+        torch.manual_seed(1)  # the same fakes each time
+        return gan.training_step(batch, "d").loss
+
+    gan.zero_grad()
+    d_loss().backward()
+    plain = [p.grad.clone() for p in gan.discriminator.parameters()]
+    private = PrivateTraining(
+        gan,
+        gan.optimizers(),
+        epsilon=1.0,
+        delta=1e-5,
+        max_grad_norm=1e6,
+        sample_rate=0.1,
+        expected_batch_size=6,
+        planned_steps=10,
+        noise_multiplier=0.0,
+    )
+    optimizer = private.optimizers["d"]
+    optimizer.zero_grad(set_to_none=True)
+    private.select("d")
+    d_loss().backward()
+    assert all(p.grad_sample.shape == (6, *p.shape) for p in gan.discriminator.parameters())
+    optimizer.pre_step()  # clip, noise and scale, without stepping
+    for reference, param in zip(plain, gan.discriminator.parameters()):
+        assert torch.allclose(param.grad, reference, atol=1e-5)
+    optimizer.zero_grad(set_to_none=True)
+    private.select("g")
+    gan.training_step(batch, "g").loss.backward()
+    assert all(p.grad_sample is None for p in gan.discriminator.parameters())
+    assert all(p.grad is not None for p in gan.generator.parameters())
+
+
 def test_empty_poisson_batch_takes_a_noise_only_step_that_the_accountant_counts():
     model = _Linear()
     private = PrivateTraining(
