@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import CheckpointError, ConfigError
 
@@ -78,9 +79,10 @@ def make_per_sample_compatible(model: nn.Module, log: Callable[[str], None] | No
                     replacement = ModuleValidator.FIXERS[type(child)](child)
                 if replacement is not None:
                     parent._modules[child_name] = replacement.to(_device_of(child, model))
+                    mixes = getattr(child, "mixes_samples", False) or isinstance(child, _BatchNorm)
+                    reason = "it mixes the examples of a batch" if mixes else "Opacus needs its own version"
                     messages.append(
-                        f"DP: replaced {where} {type(child).__name__} with {_describe(replacement)} "
-                        "(it mixes the examples of a batch, which per-example gradients cannot)"
+                        f"DP: replaced {where} {type(child).__name__} with {_describe(replacement)} ({reason})"
                     )
     for message in messages:
         if log:
