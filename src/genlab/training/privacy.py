@@ -84,6 +84,7 @@ def make_per_sample_compatible(model: nn.Module, log: Callable[[str], None] | No
                     messages.append(
                         f"DP: replaced {where} {type(child).__name__} with {_describe(replacement)} ({reason})"
                     )
+        _refuse_layers_with_buffers(model.name, part_name, part)  # before any message: one-line errors
     for message in messages:
         if log:
             log(message)
