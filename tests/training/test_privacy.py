@@ -240,7 +240,7 @@ def one_line_error(capsys, code) -> str:
         (["--dp-delta", "1e-5"], "need --dp-epsilon"),
         (["--dp-epsilon", "3", "--set", "d_minibatch_kernels=2"], "MinibatchDiscrimination"),
         (
-            ["--dp-epsilon", "3", "--set", "d_spectral_norm=true", "--set", "d_minibatch_stddev=false"],
+            ["--dp-epsilon", "3", "--set", "d_spectral_norm=true"],
             "spectral",
         ),
     ],
