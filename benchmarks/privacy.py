@@ -10,12 +10,11 @@ batch size, seed), then measures
   loss), for the GAN the discriminator's logit (white-box, LOGAN-style) and the distance to the nearest
   of N generated samples (black-box, GAN-Leaks-style). AUC 0.5 means the attack learns nothing.
 
-Each finished row is saved as JSON under --out and reused unless --force, so the table can be built in
-several locked jobs (one per model) and printed at the end:
+Each finished row is saved as JSON under --out and reused unless --force, so an interrupted table can
+be completed, or built in several shorter jobs (--models vae, then --models gan):
 
-    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py --models vae
-    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py --models gan
-    python benchmarks/privacy.py --table
+    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py     # all 8 rows
+    python benchmarks/privacy.py --table                        # print the measured rows again
 """
 
 from __future__ import annotations
@@ -44,11 +43,11 @@ EPSILONS = (0.0, 8.0, 3.0, 1.0)  # 0 = no DP
 # One budget per family, the same with and without DP. Smaller nets than the default presets: DP-SGD's
 # per-example gradients cost memory and time in proportion to the private weights.
 SETTINGS = {
-    "vae": ["--epochs", "6", "--batch-size", "128", "--set", "hidden=[256]", "--set", "latent_dim=8"],
+    "vae": ["--epochs", "4", "--batch-size", "64", "--set", "hidden=[256]", "--set", "latent_dim=8"],
     # D without the minibatch-stddev feature in every row (DP training would swap it for a constant), so
     # all rows share one architecture and the white-box attack scores each image alone.
     "gan": [
-        "--epochs", "6", "--batch-size", "128", "--set", "d_hidden=[256,128]",
+        "--epochs", "4", "--batch-size", "64", "--set", "d_hidden=[256,128]",
         "--set", "g_hidden=[128,256,512]", "--set", "d_minibatch_stddev=false",
     ],
 }  # fmt: skip
