@@ -120,3 +120,12 @@ class ConvUpsampler(nn.Module):
             x = norm(x, labels) if self.conditional else norm(x)
             x = conv(torch.relu(x))
         return self.final(x)
+
+
+def conv_encoder(
+    image_shape: tuple[int, int, int], width: int, out_features: int, leaky_slope: float = 0.2
+) -> nn.Sequential:
+    """(B, C, H, W) -> (B, out_features): the downsampling stack, then one linear layer (the codes of the
+    VAE and autoencoder stay flat vectors, whatever the network)."""
+    body, features = conv_downsampler(image_shape, width, leaky_slope=leaky_slope)
+    return nn.Sequential(*body, nn.Linear(features, out_features))
