@@ -44,7 +44,10 @@ def require_opacus():
 
 def private_parts(model: nn.Module) -> dict[str, nn.Module]:
     """The model's private parts, or a clear error when it declares none."""
-    parts = model.private_parts()
+    try:
+        parts = model.private_parts()
+    except ValueError as exc:  # a model setting that DP-SGD cannot cover
+        raise ConfigError(str(exc)) from exc
     if not parts:
         raise ConfigError(
             f"model {model.name!r} does not declare which of its networks see the data, so it cannot "
