@@ -295,3 +295,50 @@ def test_eval_report_states_the_spent_epsilon(tmp_path):
     assert "differential privacy: epsilon 2.500 spent at delta 0.0001 (DP-SGD on d, 70 steps" in (
         markdown_report(result)
     )
+
+
+# --- the network variants (conv, conditional, objectives) ----------------------------------------------
+CONV_GAN = {
+    "arch": "conv",
+    "latent_dim": 8,
+    "g_width": 8,
+    "d_width": 8,
+    "g_batch_norm": True,
+    "d_dropout": 0.0,
+}
+
+
+@pytest.mark.parametrize(
+    "name, model_args",
+    [
+        ("gan", {**CONV_GAN, "d_batch_norm": True}),  # DCGAN: D's BatchNorm becomes GroupNorm
+        ("gan", {"latent_dim": 8, "g_hidden": (16,), "d_hidden": (16,), "conditional": True}),
+        ("vae", {"arch": "conv", "latent_dim": 4, "conv_width": 8}),
+        ("vae", {"latent_dim": 4, "hidden": (16,), "conditional": True}),
+    ],
+    ids=["dcgan", "conditional-gan", "conv-vae", "cvae"],
+)
+def test_dp_training_of_network_variants(tmp_path, mnist_small, name, model_args):
+    from genlab.runs import load
+    from genlab.training.trainer import Trainer
+
+    trainer = Trainer(dp_config(name, model_args=model_args), tmp_path / "run", dataset=mnist_small)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in trainer.privacy.hooks_modules())
+    trainer.fit()
+    assert records(tmp_path / "run")[-1]["dp_epsilon"] == pytest.approx(3.0, abs=0.05)
+    run = load(tmp_path / "run")  # rebuilds the same layer swaps, so the weights fit
+    assert run.privacy()["epsilon"] == pytest.approx(3.0, abs=0.05)
+    labels = torch.arange(2) if run.model.is_conditional else None
+    assert run.model.sample(2, labels=labels).shape[0] == 2
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"feature_matching": True}, {"r1_gamma": 1.0}, {"loss": "wgan-gp"}, {"historical_averaging": 1e-3}],
+)
+def test_gan_settings_that_leak_or_break_per_example_gradients_are_refused(tmp_path, mnist_small, settings):
+    config = dp_config("gan", model_args={**CONV_GAN, **settings})
+    with pytest.raises(ConfigError, match="cannot train with differential privacy"):
+        from genlab.training.trainer import Trainer
+
+        Trainer(config, tmp_path / "run", dataset=mnist_small)

@@ -193,6 +193,10 @@ class PrivateTraining:
     def _count_step(self, optimizer) -> None:
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
 
+    def hooks_modules(self) -> list[nn.Module]:
+        """Every module inside the private parts (what per-example gradients flow through)."""
+        return [m for hooks in self.hooks.values() for m in hooks._module.modules()]
+
     def select(self, optimizer_name: str) -> None:
         """Record per-example gradients only for the part this optimizer trains (none for the others)."""
         for name, hooks in self.hooks.items():
