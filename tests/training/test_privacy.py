@@ -13,6 +13,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 from genlab.models.gan import GAN, ZeroFeatures
 from genlab.training.privacy import RDP_ORDERS, PrivateTraining, make_per_sample_compatible
+from tests.conftest import TINY_MODEL_ARGS
 from tests.training.test_trainer import assert_same_weights, final_weights, records, tiny_config
 
 pytest.importorskip("opacus")
@@ -123,7 +124,7 @@ def test_empty_poisson_batch_takes_a_noise_only_step_that_the_accountant_counts(
         noise_multiplier=2.0,
     )
     torch.manual_seed(0)
-    private.empty_batch_step()
+    private.empty_batch_step("main")
     step = model.weight.weight.detach().clone()
     assert torch.all(step != 0)  # pure noise moved the weights
     assert private.accountant.history == [(2.0, 0.1, 1)]
@@ -158,6 +159,11 @@ def test_gan_dp_privatizes_only_the_discriminator_and_the_generator_still_learns
 
     trainer = Trainer(dp_config("gan"), tmp_path / "gan", dataset=mnist_small)
     assert list(trainer.privacy.hooks) == ["d"]
+    real = Batch(torch.rand(5, 1, 28, 28), torch.full((5,), 3))
+    assert trainer.privacy.batch_for("d", real) is real
+    stand_in = trainer.privacy.batch_for("g", real)  # G never reads the data, its labels or their count
+    assert stand_in.images.shape == (32, 1, 28, 28) and not stand_in.images.any()
+    assert stand_in.labels.shape == (32,) and len(stand_in.labels.unique()) > 1
     assert type(trainer.optimizers["d"]).__name__ == "DPOptimizer"
     assert isinstance(trainer.optimizers["g"], torch.optim.Adam)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
@@ -343,3 +349,21 @@ def test_gan_settings_that_leak_or_break_per_example_gradients_are_refused(tmp_p
         from genlab.training.trainer import Trainer
 
         Trainer(config, tmp_path / "run", dataset=mnist_small)
+
+
+@pytest.mark.parametrize("name", ["gan", "vae"])
+def test_training_through_empty_poisson_batches(tmp_path, mnist_small, name):
+    from genlab.data import ImageDataset
+    from genlab.training.trainer import Trainer
+
+    few = ImageDataset("few", mnist_small.images[:64], mnist_small.labels[:64], mnist_small.class_names)
+    # (no BatchNorm in G: the D step's fakes match a Poisson batch of maybe 1 example, too few for it)
+    model_args = {**TINY_MODEL_ARGS[name], **({"g_batch_norm": False} if name == "gan" else {})}
+    config = dp_config(name, batch_size=2, log_every=8, model_args=model_args)
+    trainer = Trainer(config, tmp_path / name, dataset=few)
+    empty = [b for b in range(32) if len(trainer.batches.poisson_indices(0, b)) == 0]
+    assert len(empty) >= 2  # (1 - 1/32)^64 = 13% of the 32 draws
+    trainer.fit()
+    log = records(tmp_path / name)
+    assert log[-1]["step"] == 32 and log[-1]["dp_epsilon"] == pytest.approx(3.0, abs=0.05)
+    assert all(torch.isfinite(torch.tensor([v for k, v in r.items() if k != "epoch"])).all() for r in log)

@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import CheckpointError, ConfigError
+from ..models.base import Batch
 
 ACCOUNTANT = "rdp"
 # Opacus' default RDP orders stop at 63; small noise levels (large epsilon, short runs) need higher ones
@@ -167,6 +168,8 @@ class PrivateTraining:
             raise ConfigError(f"model {model.name!r} declares private parts for unknown optimizers {unknown}")
         self.epsilon_target, self.delta, self.max_grad_norm = epsilon, delta, max_grad_norm
         self.sample_rate = sample_rate
+        self.expected_batch_size = expected_batch_size
+        self.num_classes = max(int(getattr(model.config, "num_classes", 1)), 1)
         self.planned_steps = planned_steps * len(parts)  # each private optimizer step is one mechanism use
         if noise_multiplier is None:
             noise_multiplier = noise_multiplier_for(epsilon, delta, sample_rate, self.planned_steps)
@@ -205,16 +208,28 @@ class PrivateTraining:
             else:
                 hooks.disable_hooks()
 
-    def empty_batch_step(self) -> None:
-        """A Poisson batch with no examples: each private optimizer still takes its noise-only step (the
-        accountant counts it, as the analysis assumes); the other optimizers have nothing to learn from."""
-        for name in self.hooks:
-            optimizer = self.optimizers[name]
-            optimizer.zero_grad(set_to_none=True)
-            for param in optimizer.params:
-                param.grad_sample = param.new_zeros((0, *param.shape))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+    def empty_batch_step(self, name: str) -> None:
+        """A Poisson batch with no examples: the private optimizer still takes its noise-only step (the
+        accountant counts it, as the analysis assumes)."""
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        for param in optimizer.params:
+            param.grad_sample = param.new_zeros((0, *param.shape))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def batch_for(self, optimizer_name: str, batch: Batch) -> Batch:
+        """The real batch for a private optimizer; for the others a data-free stand-in of the expected
+        batch size (zero images, labels drawn uniformly), so they never read the data, its labels, or even
+        how many examples the Poisson draw picked (the GAN's G: only D's output reaches it)."""
+        if optimizer_name in self.hooks:
+            return batch
+        n = self.expected_batch_size
+        images = batch.images.new_zeros((n, *batch.images.shape[1:]))
+        labels = None
+        if batch.labels is not None:
+            labels = torch.randint(self.num_classes, (n,)).to(batch.labels.device)
+        return Batch(images, labels)
 
     def epsilon(self) -> float:
         """Epsilon spent so far at this run's delta (0 before the first step)."""

@@ -278,18 +278,17 @@ class Trainer:
         return TrainResult(self.run_dir, state.step, state.epoch, seconds, interrupted, last_record)
 
     def _train_step(self, batch: Batch, interval: _Interval) -> None:
-        if len(batch.images) == 0:  # only Poisson (DP) sampling draws empty batches
-            self.privacy.empty_batch_step()
-            if self.ema:
-                self.ema.update(self.model, self.state.step)
-            interval.steps += 1
-            return
         for name, optimizer in self.optimizers.items():
             self.model.zero_grad(set_to_none=True)
             optimizer.zero_grad(set_to_none=True)  # a DP optimizer also drops its per-example gradients
+            step_batch = batch
             if self.privacy:
+                if name in self.privacy.hooks and len(batch.images) == 0:  # Poisson draws can be empty
+                    self.privacy.empty_batch_step(name)
+                    continue
+                step_batch = self.privacy.batch_for(name, batch)  # non-private optimizers: no data
                 self.privacy.select(name)
-            output = self.model.training_step(batch, name)
+            output = self.model.training_step(step_batch, name)
             interval.losses.append((self.state.step, name, output.loss.detach()))
             for key, value in output.logs.items():
                 interval.logs[key].append(value)
