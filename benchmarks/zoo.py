@@ -106,8 +106,8 @@ ROWS: list[Row] = [
     row(
         "vae-kl-warmup-free-bits",
         "vae",
+        "warmup",
         "kl-warmup",
-        "free-bits",
         ("default", "model.kl_warmup_steps=2000", "model.free_bits=0.25"),
     ),
     row("ae-default", "ae", "default"),

@@ -158,3 +158,74 @@ def test_conditional_errors_are_one_line(
     ):
         assert "needs a conditional model" in error_of(capsys, argv)
     assert not (tmp_path / "x.png").exists()
+
+
+# --- real tiny conditional runs (a conditional MLP GAN and the conv CVAE preset) ------------------------
+@pytest.fixture(scope="module")
+def real_runs(tmp_path_factory, mnist_small_npz) -> Path:
+    root = tmp_path_factory.mktemp("conditional")
+    assert train(root, mnist_small_npz, "gan", "--set", "model.conditional=true") == 0
+    assert train(root, mnist_small_npz, "vae", "--preset", "conditional") == 0
+    return root
+
+
+@pytest.mark.slow
+def test_real_conditional_sampling(real_runs: Path, tmp_path: Path) -> None:
+    for name in ("gan", "vae"):
+        run = str(real_runs / name)
+        for label in ("3", "4"):
+            out = tmp_path / f"{name}-{label}.npz"
+            assert main(["sample", run, "--label", label, "--n", "4", "--out", str(out)]) == 0
+            assert np.load(out)["labels"].tolist() == [int(label)] * 4
+            assert np.load(out)["class_names"].tolist() == [str(k) for k in range(10)]
+        three, four = (np.load(tmp_path / f"{name}-{k}.npz")["images"] for k in "34")
+        assert three.shape == (4, 28, 28, 1) and not np.array_equal(
+            three, four
+        )  # same codes, the class matters
+        grid = tmp_path / f"{name}-grid.npz"
+        assert main(["sample", run, "--per-class", "2", "--out", str(grid)]) == 0
+        assert np.load(grid)["labels"].tolist() == [k for k in range(10) for _ in range(2)]
+        walk = ["interpolate", run, "--label", "5", "--steps", "4", "--rows", "2"]
+        assert main([*walk, "--out", str(tmp_path / f"{name}-walk.png")]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(real_runs / "gan"),
+                "--label",
+                "3",
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path / "again.npz"),
+            ]
+        )
+        == 0
+    )
+    assert np.array_equal(
+        np.load(tmp_path / "again.npz")["images"], np.load(tmp_path / "gan-3.npz")["images"]
+    )
+
+
+@pytest.mark.slow
+def test_real_cvae_reconstructs_and_walks_given_the_class(
+    real_runs: Path, tmp_path, mnist_small_npz, capsys
+) -> None:
+    run, data = str(real_runs / "vae"), str(mnist_small_npz)
+    assert main(["reconstruct", run, "--data", data, "--n", "4", "--out", str(tmp_path / "r.png")]) == 0
+    assert "reconstruction MSE" in capsys.readouterr().out
+    for extra in ([], ["--label", "2"]):
+        argv = [
+            "interpolate",
+            run,
+            "--data",
+            data,
+            "--steps",
+            "3",
+            "--rows",
+            "2",
+            "--out",
+            str(tmp_path / "w.png"),
+        ]
+        assert main([*argv, *extra]) == 0
+    assert "within class 2" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import device, positive_int, test_images
+from .common import device, positive_int, test_split
 
 
 def register(commands) -> None:
@@ -141,6 +141,20 @@ def resolve_label(run, text: str, option: str = "--label") -> int:
     return index
 
 
+def dataset_labels(run, labels: torch.Tensor | None, data: str | None) -> torch.Tensor:
+    if labels is None:
+        raise ConfigError(f"{data or run.config.data} has no class labels, which the conditional model needs")
+    return labels
+
+
+def pick_of_class(labels: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Two random indices of images of class k (the same one twice if the class has one image)."""
+    members = torch.nonzero(labels == k).flatten()
+    if len(members) == 0:
+        raise ConfigError(f"the test split has no image of class {k} to walk from")
+    return members[torch.randint(len(members), (2,), generator=generator)]
+
+
 def label_text(run, index: int) -> str:
     names = run_class_names(run) or []
     return f"{index} ({names[index]})" if index < len(names) and names[index] != str(index) else str(index)
@@ -152,8 +166,19 @@ def cmd_reconstruct(args) -> int:
     from ..runs import load
 
     run = load(args.run_dir, device=device(args.device))
-    images = test_images(run, args.data, args.split)
-    reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
+    images, labels = test_split(run, args.data, args.split)
+    if getattr(run.model, "is_conditional", False):  # a CVAE encodes and decodes given each image's class
+        labels = dataset_labels(run, labels, args.data)
+        run.model.eval()
+        pairs = zip(images.split(500), labels.split(500))
+        reconstructions = torch.cat(
+            [
+                run.model.reconstruct(x.to(run.model.device), labels=y.to(run.model.device)).cpu()
+                for x, y in pairs
+            ]
+        )
+    else:
+        reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
     error = mse(reconstructions, images)
     n = min(args.n, len(images))
     viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n)
@@ -173,18 +198,21 @@ def cmd_interpolate(args) -> int:
     conditional = getattr(model, "is_conditional", False)
     label = resolve_label(run, args.label, "--label") if args.label is not None else None
     generator = torch.Generator().manual_seed(args.seed)
+    # Conditional models keep the class fixed along each walk: --label K for every row, else row r: class r.
+    classes = int(model.config.num_classes) if conditional else 1
+    row_classes = torch.full((args.rows,), label) if label is not None else torch.arange(args.rows) % classes
     if args.data:
-        if conditional:
-            raise ConfigError(
-                "interpolate --data walks between encoded images of unconditional models only; "
-                "for a conditional model drop --data (and pick the class with --label)"
-            )
         if not hasattr(model, "embed"):
             raise ConfigError(f"model {model.name!r} has no encoder: interpolate without --data")
-        images = test_images(run, args.data, "test")
-        picks = torch.randperm(len(images), generator=generator)[: 2 * args.rows]
+        images, labels = test_split(run, args.data, "test")
+        if conditional:  # walk between two test images of the row's class, encoded given that class
+            labels = dataset_labels(run, labels, args.data)
+            picks = torch.cat([pick_of_class(labels, int(c), generator) for c in row_classes])
+        else:
+            picks = torch.randperm(len(images), generator=generator)[: 2 * args.rows]
         with torch.no_grad():
-            codes = model.embed(images[picks].to(model.device))
+            extra = {"labels": labels[picks].to(model.device)} if conditional else {}
+            codes = model.embed(images[picks].to(model.device), **extra)
     else:
         codes = model.sample_latent(2 * args.rows, generator)
     rows = len(codes) // 2
@@ -192,11 +220,7 @@ def cmd_interpolate(args) -> int:
     path = torch.cat([model.interpolate_latents(codes[2 * r], codes[2 * r + 1], t) for r in range(rows)])
     extra, what = {}, ""
     if conditional:
-        # The class stays fixed along each walk: --label K for every row, else row r shows class r.
-        row_classes = (
-            torch.full((rows,), label) if label is not None else torch.arange(rows) % model.config.num_classes
-        )
-        extra["labels"] = row_classes.repeat_interleave(args.steps).to(model.device)
+        extra["labels"] = row_classes[:rows].repeat_interleave(args.steps).to(model.device)
         what = f" within class {label_text(run, label)}" if label is not None else " within one class per row"
     with torch.no_grad():
         model.eval()
