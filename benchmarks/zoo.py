@@ -42,6 +42,7 @@ from genlab import viz  # noqa: E402
 from genlab.config import parse_overrides, route_overrides  # noqa: E402
 from genlab.errors import GenlabError  # noqa: E402
 from genlab.evaluation import headline  # noqa: E402
+from genlab.evaluation.evaluate import sample_images  # noqa: E402  (chunked, seeded sampling)
 from genlab.metrics.classifier import extract  # noqa: E402
 
 JUDGED_DATASET = "mnist-5k"  # the judge recognizes digits: only rows on this dataset are judged
@@ -208,7 +209,7 @@ def asked_vs_judged(judge, run, n: int, seed: int) -> dict:
     per_class = max(1, n // classes)
     accuracy, confident = [], []
     for k in range(classes):
-        images = run.sample(per_class, seed=seed + k, labels=torch.full((per_class,), k)).cpu()
+        images = sample_images(run.model, per_class, seed=seed + k, labels=torch.full((per_class,), k))
         _, probs = extract(judge, images.float())  # (per_class, 10)
         p, predicted = probs.max(dim=1)
         accuracy.append(float((predicted == k).double().mean()))
@@ -266,7 +267,7 @@ def benchmark_row(args, entry: Row, dataset: str, judge, console: Console) -> di
     except (subprocess.CalledProcessError, ValueError) as exc:
         record["status"] = f"genlab eval failed ({exc})"
     if judge is not None and dataset == JUDGED_DATASET:
-        figures = sample_quality.sample_figures(judge, run.sample(args.n, seed=args.seed).cpu())
+        figures = sample_quality.sample_figures(judge, sample_images(run.model, args.n, seed=args.seed))
         figures.update(min_share=min(figures["class_shares"]), max_share=max(figures["class_shares"]))
         record.update(figures)
         if conditional:
