@@ -70,5 +70,5 @@ def test_table_and_targets_render(zoo) -> None:
     assert "n/a" in lines[-1]  # no judge on Fashion-MNIST
     checks = zoo.targets(records)
     assert checks[0].startswith("- PASS: best unconditional GAN (dcgan): 92.0%")
-    assert checks[2].startswith("- PASS: its FID 9.00 vs MLP default 30.00")
+    assert checks[2].startswith("- PASS: its FID 9.00 vs the MLP default's 30.00")
     assert any(line.startswith("- n/a : cvae") for line in checks)
