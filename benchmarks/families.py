@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -35,8 +36,9 @@ from genlab.data import load_dataset  # noqa: E402
 from genlab.metrics.image_quality import mse, psnr, ssim  # noqa: E402
 
 
-def train(model: str, preset: str, out: Path, seed: int) -> float:
-    """Run the user's command and return its wall-clock seconds."""
+def train(model: str, preset: str, out: Path, seed: int, extra: Sequence[str] = ()) -> float:
+    """Run the user's command (plus `extra` arguments such as --data or --set) and return its wall-clock
+    seconds."""
     if out.exists():
         shutil.rmtree(out)
     command = [
@@ -50,6 +52,7 @@ def train(model: str, preset: str, out: Path, seed: int) -> float:
         str(out),
         "--seed",
         str(seed),
+        *extra,
     ]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "COLUMNS": "200"})

@@ -15,14 +15,14 @@ from genlab.errors import DataError
 
 # --- names -------------------------------------------------------------------------------------------
 def test_list_datasets() -> None:
-    assert list_datasets() == ["fashion-mnist", "mnist", "mnist-5k"]
+    assert list_datasets() == ["cifar10", "fashion-mnist", "mnist", "mnist-5k"]
 
 
 def test_unknown_name_and_bad_split() -> None:
     with pytest.raises(DataError) as err:
         load_dataset("cifar")
     assert str(err.value) == (
-        "unknown dataset 'cifar': use one of fashion-mnist, mnist, mnist-5k, a folder of images or an .npz file"
+        "unknown dataset 'cifar': use one of cifar10, fashion-mnist, mnist, mnist-5k, a folder of images or an .npz file"
     )
     with pytest.raises(DataError, match="unknown split 'val'"):
         load_dataset("mnist-5k", "val")

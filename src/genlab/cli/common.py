@@ -41,10 +41,15 @@ def device(name: str) -> str:
 
 def test_images(run, data: str | None, split: str) -> torch.Tensor:
     """The dataset's images in [0, 1], checked against the shape the model was trained on."""
+    return test_split(run, data, split)[0]
+
+
+def test_split(run, data: str | None, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The dataset's images in [0, 1] (checked against the model's shape) and its labels, if any."""
     from ..data import load_dataset
 
     dataset = load_dataset(data or run.config.data, split)
     expected = tuple(run.model.config.image_shape)
     if tuple(dataset.image_shape) != expected:
         raise ConfigError(f"dataset images are {tuple(dataset.image_shape)} but the model takes {expected}")
-    return dataset.images.float() / 255.0
+    return dataset.images.float() / 255.0, dataset.labels

@@ -9,17 +9,24 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import device, positive_int, test_images
+from .common import device, positive_int, test_split
 
 
 def register(commands) -> None:
     sample = commands.add_parser("sample", help="write samples of a trained run as a PNG grid or an .npz")
     sample.add_argument("run_dir")
-    sample.add_argument("--n", type=positive_int, default=64)
+    sample.add_argument("--n", type=positive_int, help="number of samples (default 64)")
     sample.add_argument(
-        "--out", default="samples.png", help=".png for a grid, .npz for uint8 images (N, H, W, C)"
+        "--out", default="samples.png", help=".png for a grid, .npz for uint8 images (N, H, W, C) and labels"
     )
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--label", help="conditional models: every sample of this class (index or name)")
+    sample.add_argument(
+        "--per-class",
+        type=positive_int,
+        metavar="N",
+        help="conditional models: N samples of every class, a row each",
+    )
     sample.add_argument("--device", default="cpu")
     sample.set_defaults(handler=cmd_sample)
 
@@ -39,6 +46,9 @@ def register(commands) -> None:
     interpolate.add_argument("--rows", type=positive_int, default=4)
     interpolate.add_argument("--seed", type=int, default=0)
     interpolate.add_argument("--data", help="ae/vae: walk between encoded test images of this dataset")
+    interpolate.add_argument(
+        "--label", help="conditional models: walk with this class fixed (default: row r shows class r)"
+    )
     interpolate.add_argument("--device", default="cpu")
     interpolate.set_defaults(handler=cmd_interpolate)
 
@@ -55,18 +65,99 @@ def cmd_sample(args) -> int:
     from .. import viz
     from ..runs import load
 
-    run = load(args.run_dir, device=device(args.device))
-    images = run.sample(args.n, seed=args.seed)
     out = Path(args.out)
-    if out.suffix.lower() == ".png":
-        viz.save_grid(images, out)
-    elif out.suffix.lower() == ".npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=viz.to_uint8_hwc(images))
-    else:
+    if out.suffix.lower() not in (".png", ".npz"):
         raise ConfigError(f"--out must end in .png or .npz, got {out.name!r}")
-    print(f"wrote {args.n} samples to {out}")
+    if args.per_class is not None and (args.label is not None or args.n is not None):
+        raise ConfigError("--per-class N draws N samples of every class: drop --label and --n")
+    run = load(args.run_dir, device=device(args.device))
+    n, labels, nrow = args.n or 64, None, None
+    if args.label is not None:
+        labels = torch.full((n,), resolve_label(run, args.label, "--label"), dtype=torch.long)
+    elif args.per_class is not None:
+        classes = conditional_classes(run, "--per-class")
+        labels = torch.arange(classes).repeat_interleave(args.per_class)  # row k: class k
+        n, nrow = len(labels), args.per_class
+    images = run.sample(n, seed=args.seed, labels=labels)
+    if out.suffix.lower() == ".png":
+        viz.save_grid(images, out, nrow=nrow)
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"images": viz.to_uint8_hwc(images)}
+        if labels is not None:
+            arrays["labels"] = labels.numpy()
+            names = run_class_names(run)
+            if names:
+                arrays["class_names"] = np.array(names)
+        np.savez_compressed(out, **arrays)
+    what = f" of class {label_text(run, int(labels[0]))}" if args.label is not None else ""
+    if args.per_class is not None:
+        what = f", {args.per_class} of each of {n // args.per_class} classes (a row each)"
+    print(f"wrote {n} samples{what} to {out}")
     return 0
+
+
+# --- class labels of conditional models -----------------------------------------------------------------
+def run_class_names(run) -> list[str] | None:
+    """The class names the run was trained with (config.json's data.class_names), if it recorded them."""
+    from ..training.checkpoint import CONFIG_FILE, read_json
+
+    saved = read_json(Path(run.run_dir) / CONFIG_FILE)
+    names = (saved.get("data") or {}).get("class_names") if isinstance(saved, dict) else None
+    return [str(name) for name in names] if isinstance(names, list) else None
+
+
+def conditional_classes(run, option: str) -> int:
+    """The number of classes of a conditional run; a clear error for an unconditional one."""
+    if not getattr(run.model, "is_conditional", False):
+        raise ConfigError(
+            f"{option} needs a conditional model, but {run.run_dir} is an unconditional "
+            f"{run.model.name!r}: train one with --set model.conditional=true (or --preset conditional)"
+        )
+    return int(run.model.config.num_classes)
+
+
+def resolve_label(run, text: str, option: str = "--label") -> int:
+    """A class given as one of the run's class names or as an index 0..C-1. A name wins over an index,
+    so for folder classes named '3' and '7', `--label 7` means the class named '7'."""
+    classes = conditional_classes(run, option)
+    names = run_class_names(run) or []
+    if text in names:
+        return names.index(text)
+    folded = [name.casefold() for name in names]
+    if text.casefold() in folded and folded.count(text.casefold()) == 1:
+        return folded.index(text.casefold())
+    try:
+        index = int(text)
+    except ValueError:
+        known = f": one of {', '.join(names)}" if names else ""
+        raise ConfigError(
+            f"{option} {text!r} is not a class of {run.run_dir}{known}, or an index 0..{classes - 1}"
+        ) from None
+    if not 0 <= index < classes:
+        raise ConfigError(
+            f"{option} {index} is out of range: the model has {classes} classes, 0..{classes - 1}"
+        )
+    return index
+
+
+def dataset_labels(run, labels: torch.Tensor | None, data: str | None) -> torch.Tensor:
+    if labels is None:
+        raise ConfigError(f"{data or run.config.data} has no class labels, which the conditional model needs")
+    return labels
+
+
+def pick_of_class(labels: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Two random indices of images of class k (the same one twice if the class has one image)."""
+    members = torch.nonzero(labels == k).flatten()
+    if len(members) == 0:
+        raise ConfigError(f"the test split has no image of class {k} to walk from")
+    return members[torch.randint(len(members), (2,), generator=generator)]
+
+
+def label_text(run, index: int) -> str:
+    names = run_class_names(run) or []
+    return f"{index} ({names[index]})" if index < len(names) and names[index] != str(index) else str(index)
 
 
 def cmd_reconstruct(args) -> int:
@@ -75,8 +166,19 @@ def cmd_reconstruct(args) -> int:
     from ..runs import load
 
     run = load(args.run_dir, device=device(args.device))
-    images = test_images(run, args.data, args.split)
-    reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
+    images, labels = test_split(run, args.data, args.split)
+    if getattr(run.model, "is_conditional", False):  # a CVAE encodes and decodes given each image's class
+        labels = dataset_labels(run, labels, args.data)
+        run.model.eval()
+        pairs = zip(images.split(500), labels.split(500))
+        reconstructions = torch.cat(
+            [
+                run.model.reconstruct(x.to(run.model.device), labels=y.to(run.model.device)).cpu()
+                for x, y in pairs
+            ]
+        )
+    else:
+        reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
     error = mse(reconstructions, images)
     n = min(args.n, len(images))
     viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n)
@@ -93,24 +195,37 @@ def cmd_interpolate(args) -> int:
 
     run = load(args.run_dir, device=device(args.device))
     model = run.model
+    conditional = getattr(model, "is_conditional", False)
+    label = resolve_label(run, args.label, "--label") if args.label is not None else None
     generator = torch.Generator().manual_seed(args.seed)
+    # Conditional models keep the class fixed along each walk: --label K for every row, else row r: class r.
+    classes = int(model.config.num_classes) if conditional else 1
+    row_classes = torch.full((args.rows,), label) if label is not None else torch.arange(args.rows) % classes
     if args.data:
         if not hasattr(model, "embed"):
             raise ConfigError(f"model {model.name!r} has no encoder: interpolate without --data")
-        images = test_images(run, args.data, "test")
-        picks = torch.randperm(len(images), generator=generator)[: 2 * args.rows]
+        images, labels = test_split(run, args.data, "test")
+        if conditional:  # walk between two test images of the row's class, encoded given that class
+            labels = dataset_labels(run, labels, args.data)
+            picks = torch.cat([pick_of_class(labels, int(c), generator) for c in row_classes])
+        else:
+            picks = torch.randperm(len(images), generator=generator)[: 2 * args.rows]
         with torch.no_grad():
-            codes = model.embed(images[picks].to(model.device))
+            extra = {"labels": labels[picks].to(model.device)} if conditional else {}
+            codes = model.embed(images[picks].to(model.device), **extra)
     else:
         codes = model.sample_latent(2 * args.rows, generator)
+    rows = len(codes) // 2
     t = torch.linspace(0, 1, args.steps, device=codes.device)
-    path = torch.cat(
-        [model.interpolate_latents(codes[2 * r], codes[2 * r + 1], t) for r in range(len(codes) // 2)]
-    )
+    path = torch.cat([model.interpolate_latents(codes[2 * r], codes[2 * r + 1], t) for r in range(rows)])
+    extra, what = {}, ""
+    if conditional:
+        extra["labels"] = row_classes[:rows].repeat_interleave(args.steps).to(model.device)
+        what = f" within class {label_text(run, label)}" if label is not None else " within one class per row"
     with torch.no_grad():
         model.eval()
-        viz.save_grid(model.generate(path), args.out, nrow=args.steps)
-    print(f"wrote {len(codes) // 2} interpolations of {args.steps} steps to {args.out}")
+        viz.save_grid(model.generate(path, **extra), args.out, nrow=args.steps)
+    print(f"wrote {rows} interpolations of {args.steps} steps{what} to {args.out}")
     return 0
 
 

@@ -47,7 +47,7 @@ def register(commands) -> None:
     train.add_argument("--model", help="gan, vae or ae (default gan)")
     train.add_argument("--preset", help="a named recipe of the model (default: default); see `genlab models`")
     train.add_argument(
-        "--data", help="mnist-5k (default), mnist, fashion-mnist, a folder of images or an .npz"
+        "--data", help="mnist-5k (default), mnist, fashion-mnist, cifar10, a folder of images or an .npz"
     )
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--batch-size", type=positive_int, dest="batch_size")

@@ -1,4 +1,4 @@
-"""Finding the IDX files of the built-in datasets on disk, and downloading the missing ones.
+"""Finding the files (IDX, CIFAR-10 tarball) of the built-in datasets on disk, and downloading the missing ones.
 
 Lookup order per file: `data_dir()/<name>/`, then the system dirs (Debian's `dataset-fashion-mnist`
 installs into /usr/share/datasets/fashion-mnist/), then each mirror in turn. Downloads stream into a temp
@@ -32,8 +32,11 @@ MIRRORS: dict[str, list[str]] = {
     "fashion-mnist": [
         "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
     ],
+    "cifar10": [
+        "https://www.cs.toronto.edu/~kriz/",
+    ],
 }
-# MD5 of the upstream .gz files. Files found locally are not held to these (Debian re-compresses them);
+# MD5 of the upstream files. Files found locally are not held to these (Debian re-compresses them);
 # they are validated structurally by the IDX reader instead.
 CHECKSUMS: dict[str, dict[str, str]] = {
     "mnist": {
@@ -47,6 +50,9 @@ CHECKSUMS: dict[str, dict[str, str]] = {
         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    "cifar10": {
+        "cifar-10-binary.tar.gz": "c32a1d4ab5d03f1284b67883e8d87530",  # the binary release, not pickles
     },
 }
 SYSTEM_DIRS: list[Path] = [Path("/usr/share/datasets")]

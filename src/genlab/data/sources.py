@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from ..errors import DataError
+from . import cifar
 from .download import ensure_files
 from .idx import read_idx
 
@@ -38,7 +39,8 @@ _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 _IDX_CLASSES = {"mnist": DIGIT_CLASSES, "fashion-mnist": FASHION_CLASSES}
-BUILTIN_DATASETS = ("fashion-mnist", "mnist", "mnist-5k")
+CIFAR10_ALIASES = ("cifar10", "cifar-10")
+BUILTIN_DATASETS = ("cifar10", "fashion-mnist", "mnist", "mnist-5k")
 
 
 @dataclass
@@ -90,6 +92,8 @@ def load_dataset(name: str, split: str = "train") -> ImageDataset:
         return _load_mnist5k(split)
     if name in _IDX_CLASSES:
         return _load_idx_dataset(name, split)
+    if name in CIFAR10_ALIASES:
+        return _load_cifar10(split)
     path = Path(name).expanduser()
     if path.is_dir():
         images, labels, class_names = read_image_folder(path)
@@ -192,6 +196,19 @@ def _load_idx_dataset(name: str, split: str) -> ImageDataset:
     classes = _IDX_CLASSES[name]
     images, labels = read_idx_pair(paths[image_file], paths[label_file], len(classes))
     return ImageDataset(name, torch.from_numpy(images[:, None]), torch.from_numpy(labels), list(classes))
+
+
+def _load_cifar10(split: str) -> ImageDataset:
+    path = ensure_files("cifar10", [cifar.ARCHIVE])[cifar.ARCHIVE]
+    parsed = cifar.read_archive(path)
+    images, labels = parsed[split]
+    # Copies, so callers can't modify the parsed arrays cached for the other split through the tensors.
+    return ImageDataset(
+        "cifar10",
+        torch.from_numpy(images.copy()),
+        torch.from_numpy(labels.copy()),
+        list(parsed["class_names"]),
+    )
 
 
 # --- folders of images ---------------------------------------------------------------------------------

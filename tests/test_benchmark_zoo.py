@@ -1,0 +1,74 @@
+"""benchmarks/zoo.py's row table: every row parses, resolves or says why not (the benchmark itself is run
+by hand, not in the tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from genlab.config import parse_overrides
+from genlab.registry import list_models
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    spec = importlib.util.spec_from_file_location("zoo_benchmark", BENCHMARKS / "zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["zoo_benchmark"] = module  # dataclasses look their module up by name
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("zoo_benchmark", None)
+
+
+def test_rows_parse_and_resolve(zoo) -> None:
+    names = [r.name for r in zoo.ROWS]
+    assert len(names) == len(set(names))
+    for entry in zoo.ROWS:
+        assert entry.model in list_models() and entry.variants
+        for _preset, *sets in entry.variants:
+            parse_overrides(list(sets))  # raises on a malformed KEY=VALUE
+        resolved = zoo.resolve(entry)
+        assert isinstance(resolved, tuple) or resolved.startswith("not available: ")
+    for always in ("gan-default", "gan-article", "vae-default", "ae-default", "minibatch-discrimination"):
+        assert isinstance(zoo.resolve(next(r for r in zoo.ROWS if r.name == always)), tuple)
+
+
+def test_missing_preset_falls_back_or_is_not_available(zoo) -> None:
+    row = zoo.row("x", "gan", "no-such-preset", ("default", "model.d_minibatch_kernels=4"))
+    assert zoo.resolve(row) == ("default", ("model.d_minibatch_kernels=4",))
+    missing = zoo.resolve(zoo.row("y", "vae", "no-such-preset", ("default", "model.no_such_setting=1")))
+    assert missing.startswith("not available: unknown preset 'no-such-preset'")
+    with pytest.raises(SystemExit, match="unknown row"):
+        zoo.select_rows(["gan-default", "nope"])
+
+
+def test_table_and_targets_render(zoo) -> None:
+    ok = {"status": "ok", "model": "gan", "preset": "default", "sets": [], "conditional": False}
+    records = [
+        {**ok, "dataset": "mnist-5k", "row": "gan-mlp", "fid": 30.0, "recognized_share": 0.5},
+        {
+            **ok,
+            "dataset": "mnist-5k",
+            "row": "dcgan",
+            "fid": 9.0,
+            "recognized_share": 0.92,
+            "min_share": 0.08,
+            "max_share": 0.12,
+        },
+        {"dataset": "mnist-5k", "row": "cvae", "model": "vae", "status": "not available: unknown preset"},
+        {**ok, "dataset": "fashion-mnist", "row": "gan-mlp", "fid": 40.0},
+    ]
+    lines = zoo.table(records)
+    assert len(lines) == 2 + len(records) and all(line.count("|") == lines[0].count("|") for line in lines)
+    assert "n/a" in lines[-1]  # no judge on Fashion-MNIST
+    checks = zoo.targets(records)
+    assert checks[0].startswith("- PASS: best unconditional GAN (dcgan): 92.0%")
+    assert checks[2].startswith("- PASS: its FID 9.00 vs the MLP default's 30.00")
+    assert any(line.startswith("- n/a : cvae") for line in checks)
