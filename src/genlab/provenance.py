@@ -132,7 +132,9 @@ def read(path: str | Path) -> dict[str, Any] | None:
 
     try:
         with Image.open(path) as image:
-            text = dict(getattr(image, "text", {}) or {})
+            # info holds the text chunks before the pixel data, where genlab writes them; reading
+            # image.text would decode the pixels too (and fail on a tampered file before we could say so)
+            text = {k: v for k, v in image.info.items() if isinstance(v, str)}
     except (UnidentifiedImageError, OSError) as exc:
         raise ProvenanceError(f"{path}: not an image genlab can read ({exc})") from exc
     fields = {k[len(FIELD_PREFIX) :]: v for k, v in text.items() if k.startswith(FIELD_PREFIX)}
