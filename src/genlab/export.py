@@ -136,6 +136,8 @@ def export_onnx(run, out_dir: str | Path, opset: int = 18, dynamo: bool = False)
         }
         written.append(path)
 
+    for graph in graphs.values():
+        _declare_shapes(out / graph["file"], graph["inputs"], graph["outputs"])
     description = {
         "genlab_export_format": 1,
         "provenance": provenance.for_run(run, kind="onnx export"),
@@ -203,3 +205,21 @@ def _export(
     except Exception as exc:  # the exporters raise many types; the user gets one line
         first_line = (str(exc).splitlines() or [""])[0]
         raise ExportError(f"ONNX export of {path.name} failed: {type(exc).__name__}: {first_line}") from exc
+
+
+def _declare_shapes(path: Path, inputs: list[dict], outputs: list[dict]) -> None:
+    """Write the described shapes into the graph's signature: the exporter leaves some dimensions as
+    generated symbols (a VAE's mu comes out of a Slice as 'Slicemu_dim_1'); only 'batch' stays symbolic."""
+    import onnx
+
+    graph = onnx.load(str(path))
+    for values, described in ((graph.graph.input, inputs), (graph.graph.output, outputs)):
+        for value, spec in zip(values, described):
+            dims = value.type.tensor_type.shape.dim
+            for dim, size in zip(dims, spec["shape"]):
+                if isinstance(size, str):
+                    dim.dim_param = size
+                else:
+                    dim.dim_value = size
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
