@@ -13,15 +13,13 @@ import torch
 import genlab
 from genlab.cli import main
 from genlab.export import export_onnx
-from tests.trust_runs import train_tiny
 
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, mnist_small_npz) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("runs")
-    return {name: train_tiny(root, mnist_small_npz, name) for name in ("gan", "vae", "ae")}
+@pytest.fixture
+def runs(tiny_runs) -> dict[str, Path]:
+    return tiny_runs
 
 
 def session(path: Path):

@@ -19,12 +19,11 @@ from PIL import Image
 import genlab
 from genlab import provenance, viz
 from genlab.cli import main
-from tests.trust_runs import train_tiny
 
 
-@pytest.fixture(scope="module")
-def vae_run(tmp_path_factory, mnist_small_npz) -> Path:
-    return train_tiny(tmp_path_factory.mktemp("runs"), mnist_small_npz, "vae", ema_decay=0.9)
+@pytest.fixture
+def vae_run(tiny_runs) -> Path:
+    return tiny_runs["vae"]
 
 
 def test_save_grid_writes_xmp_and_genlab_fields(tmp_path):

@@ -340,7 +340,7 @@ def _input_gradients(model, score, images: Tensor, labels: Tensor | None) -> tup
         )
     maps = grads.abs().amax(1)  # (N, H, W)
     maps = maps / maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    return maps.detach(), float(torch.sigmoid(logits).mean())
+    return maps.detach(), float(torch.sigmoid(logits.detach()).mean())
 
 
 def _stroke_share(maps: Tensor, images: Tensor) -> float:
