@@ -126,22 +126,33 @@ def _has_encoder(model) -> bool:
 
 
 # --- latent traversal --------------------------------------------------------------------------------------
-def _traversal(model, images, labels, dims, steps, seed, out, run, report) -> list[str]:
+def rank_dimensions(model, images: Tensor, labels: Tensor | None, steps: int):
+    """Per-dimension activity scores (d,), what they measure, and the base code and per-dimension
+    spread (each (d,)) that a traversal sweeps around, with words for the base."""
     d = model.config.latent_dim
-    if _has_encoder(model):
-        codes, logvars = _encode(model, images, labels)
-        if logvars is not None:  # VAE: KL of each dimension's posterior against the N(0, 1) prior
-            scores = (-0.5 * (1 + logvars - codes.pow(2) - logvars.exp())).mean(0)
-            criterion = "mean KL(q(z_i|x) || N(0, 1)) over the images, nats"
-            base, spread = torch.zeros(d, device=codes.device), torch.ones(d, device=codes.device)
-        else:  # autoencoder: how much the data's codes vary along each dimension
-            scores = codes.var(0)
-            criterion = "variance of the images' codes"
-            base, spread = codes.mean(0), codes.std(0)
-    else:  # no encoder: how much the images change along a sweep of each dimension from the prior mean
+    if not _has_encoder(model):  # no encoder: how much the images change along a sweep from the prior mean
         base, spread = torch.zeros(d, device=model.device), torch.ones(d, device=model.device)
         scores = _sweep_variance(model, base, spread, steps)
         criterion = f"mean pixel variance of the images along a +-{SWEEP_SDS:g} sd sweep from z = 0"
+        return scores, criterion, base, spread, "prior mean (z = 0)"
+    codes, logvars = _encode(model, images, labels)
+    if logvars is None:  # autoencoder: how much the data's codes vary along each dimension
+        return codes.var(0), "variance of the images' codes", codes.mean(0), codes.std(0), "codes' mean"
+    # VAE: KL of each dimension's posterior against the N(0, 1) prior; an unused dimension has ~0
+    scores = (-0.5 * (1 + logvars - codes.pow(2) - logvars.exp())).mean(0)
+    zeros = torch.zeros(d, device=codes.device)
+    return (
+        scores,
+        "mean KL(q(z_i|x) || N(0, 1)) over the images, nats",
+        zeros,
+        zeros + 1,
+        "prior mean (z = 0)",
+    )
+
+
+def _traversal(model, images, labels, dims, steps, seed, out, run, report) -> list[str]:
+    d = model.config.latent_dim
+    scores, criterion, base, spread, held_at = rank_dimensions(model, images, labels, steps)
     ranked = torch.argsort(scores, descending=True)[: min(dims, d)]
     offsets = torch.linspace(-SWEEP_SDS, SWEEP_SDS, steps, device=base.device)
     rows = []
@@ -169,12 +180,8 @@ def _traversal(model, images, labels, dims, steps, seed, out, run, report) -> li
         "## Most active latent dimensions",
         "",
         f"Ranked by {criterion}. Each row of `{TRAVERSAL_PNG}` sweeps one dimension from -{SWEEP_SDS:g} to "
-        f"+{SWEEP_SDS:g} sd ({steps} steps) with the others held at the "
-        + (
-            "codes' mean"
-            if _has_encoder(model) and report.figures["traversal"]["criterion"].startswith("variance")
-            else "prior mean"
-        )
+        f"+{SWEEP_SDS:g} sd ({steps} steps) with the others held at the {held_at}"
+        + (" (class 0: this model is conditional)" if _conditional(model) else "")
         + f". {active} of {d} dimensions score above 1% of the top one.",
         "",
         "| row | dimension | score | mean abs pixel change, end to end |",
