@@ -145,7 +145,8 @@ def read(path: str | Path) -> dict[str, Any] | None:
     for field in FIELDS:
         if field in fields:
             value = fields[field]
-            record[field] = int(value) if field == "seed" and value.lstrip("-").isdigit() else value
+            numeric = field in ("seed", "label") and value.lstrip("-").isdigit()
+            record[field] = int(value) if numeric else value  # as for_run made them
     return record
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -33,22 +33,24 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
 
 
 def save_image(
-    array: np.ndarray, path: str | Path, scale: int = 1, provenance: dict[str, Any] | None = None
+    array: np.ndarray, path: str | Path | BinaryIO, scale: int = 1, provenance: dict[str, Any] | None = None
 ) -> None:
-    """Save an (H, W, C) uint8 array as PNG, optionally upscaled with nearest neighbour for visibility.
-    Every PNG carries provenance metadata (genlab.provenance): the given record, else the basic one."""
+    """Save an (H, W, C) uint8 array as PNG to a path or a binary file object (a served response),
+    optionally upscaled with nearest neighbour for visibility. Every PNG carries provenance metadata
+    (genlab.provenance): the given record, else the basic one."""
     from . import provenance as prov
 
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, pnginfo=prov.png_info(provenance or prov.basic()))
+    if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", pnginfo=prov.png_info(provenance or prov.basic()))
 
 
 def save_grid(
     images: torch.Tensor,
-    path: str | Path,
+    path: str | Path | BinaryIO,
     nrow: int | None = None,
     scale: int = 2,
     provenance: dict[str, Any] | None = None,
