@@ -11,6 +11,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -278,3 +279,14 @@ def test_png_written_to_a_buffer_carries_provenance(tmp_path):
     (tmp_path / "served.png").write_bytes(buffer.getvalue())
     record = provenance.read(tmp_path / "served.png")
     assert (record["seed"], record["label"]) == (4, 1)
+
+
+def test_a_run_without_a_weights_file_has_no_hash(tmp_path):
+    run = SimpleNamespace(
+        model=SimpleNamespace(name="vae"),
+        config=SimpleNamespace(preset="default"),
+        run_dir=tmp_path,
+        checkpoint=tmp_path,
+    )
+    record = provenance.for_run(run, seed=1)
+    assert "checkpoint_sha256" not in record and record["seed"] == 1

@@ -74,8 +74,10 @@ def for_run(
         "model": run.model.name,
         "preset": run.config.preset,
         "run": Path(run.run_dir).resolve().name,
-        "checkpoint_sha256": checkpoint_sha256(run.checkpoint),
     }
+    digest = checkpoint_sha256(run.checkpoint)
+    if digest is not None:
+        record["checkpoint_sha256"] = digest
     if seed is not None:
         record["seed"] = int(seed)
     if label is not None:
@@ -90,8 +92,11 @@ def weights_file(checkpoint_dir: str | Path) -> Path:
     return ema if ema.is_file() else checkpoint_dir / "model.safetensors"
 
 
-def checkpoint_sha256(checkpoint_dir: str | Path) -> str:
+def checkpoint_sha256(checkpoint_dir: str | Path) -> str | None:
+    """SHA-256 of the weights file the run loads; None for a run held only in memory (no such file)."""
     path = weights_file(checkpoint_dir)
+    if not path.is_file():
+        return None
     stat = path.stat()
     return _file_sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
