@@ -26,13 +26,15 @@ FIELD_PREFIX = "genlab:"
 FIELDS = ("version", "model", "preset", "run", "checkpoint_sha256", "seed", "label", "kind")
 NPZ_KEY = "provenance"
 
-_XMP_TEMPLATE = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
+_XMP_TEMPLATE = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/">
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
   <rdf:Description rdf:about=""
     xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
     Iptc4xmpExt:DigitalSourceType="{source}"/>
  </rdf:RDF>
-</x:xmpmeta>"""
+</x:xmpmeta>
+<?xpacket end="r"?>"""
 _SOURCE_PATTERN = re.compile(r'DigitalSourceType\s*=\s*"([^"]+)"|<Iptc4xmpExt:DigitalSourceType>([^<]+)<')
 
 
@@ -57,7 +59,7 @@ def basic(kind: str = "samples", composite: bool = False) -> dict[str, Any]:
 
 def for_config(config, run_dir: str | Path, kind: str = "training grid") -> dict[str, Any]:
     """The record of an image drawn while a run trains (no checkpoint file exists yet to hash)."""
-    return {**basic(kind), "model": config.model, "preset": config.preset, "run": Path(run_dir).name}
+    return {**basic(kind), "model": config.model, "preset": config.preset, "run": Path(run_dir).resolve().name}
 
 
 def for_run(
