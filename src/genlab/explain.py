@@ -96,14 +96,13 @@ def _label_kwargs(model, labels: Tensor | None, n: int) -> dict:
 
 @torch.no_grad()
 def _generate(model, z: Tensor, labels: Tensor | None = None) -> Tensor:
-    return torch.cat(
-        [
-            model.generate(
-                chunk, **_label_kwargs(model, None if labels is None else labels[i : i + 1024], len(chunk))
-            )
-            for i, chunk in zip(range(0, len(z), 1024), z.split(1024))
-        ]
-    )
+    """Decode codes (N, d) in chunks of 1024 -> images (N, C, H, W) in [0, 1]."""
+    chunks = []
+    for start in range(0, len(z), 1024):
+        part = z[start : start + 1024]
+        part_labels = labels[start : start + 1024] if labels is not None else None
+        chunks.append(model.generate(part, **_label_kwargs(model, part_labels, len(part))))
+    return torch.cat(chunks)
 
 
 @torch.no_grad()

@@ -59,7 +59,12 @@ def basic(kind: str = "samples", composite: bool = False) -> dict[str, Any]:
 
 def for_config(config, run_dir: str | Path, kind: str = "training grid") -> dict[str, Any]:
     """The record of an image drawn while a run trains (no checkpoint file exists yet to hash)."""
-    return {**basic(kind), "model": config.model, "preset": config.preset, "run": Path(run_dir).resolve().name}
+    return {
+        **basic(kind),
+        "model": config.model,
+        "preset": config.preset,
+        "run": Path(run_dir).resolve().name,
+    }
 
 
 def for_run(
