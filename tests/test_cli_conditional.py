@@ -114,7 +114,9 @@ def test_interpolate_within_a_class(conditional_run: Path, tmp_path: Path, monke
     from genlab import viz
 
     grids: list[tuple[Tensor, int]] = []
-    monkeypatch.setattr(viz, "save_grid", lambda images, path, nrow=None: grids.append((images, nrow)))
+    monkeypatch.setattr(
+        viz, "save_grid", lambda images, path, nrow=None, provenance=None: grids.append((images, nrow))
+    )
     argv = [
         "interpolate",
         str(conditional_run),

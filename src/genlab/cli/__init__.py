@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import GenlabError
-from . import evaluate, explore, train
+from . import evaluate, explore, train, trust
 from .common import Parser
 
-COMMAND_GROUPS = [train, explore, evaluate]
+COMMAND_GROUPS = [train, explore, evaluate, trust]
 
 
 def build_parser() -> argparse.ArgumentParser:

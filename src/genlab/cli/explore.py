@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from .common import device, positive_int, test_split
+from .trust import add_signing_options, signer_from_args
 
 
 def register(commands) -> None:
@@ -28,6 +29,7 @@ def register(commands) -> None:
         help="conditional models: N samples of every class, a row each",
     )
     sample.add_argument("--device", default="cpu")
+    add_signing_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
     reconstruct = commands.add_parser("reconstruct", help="originals above reconstructions (ae, vae)")
@@ -62,7 +64,7 @@ def register(commands) -> None:
 
 
 def cmd_sample(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..runs import load
 
     out = Path(args.out)
@@ -70,30 +72,38 @@ def cmd_sample(args) -> int:
         raise ConfigError(f"--out must end in .png or .npz, got {out.name!r}")
     if args.per_class is not None and (args.label is not None or args.n is not None):
         raise ConfigError("--per-class N draws N samples of every class: drop --label and --n")
+    signer = signer_from_args(args)
+    if signer and out.suffix.lower() != ".png":
+        raise ConfigError("--sign-cert/--sign-key sign PNG files: use an --out ending in .png")
     run = load(args.run_dir, device=device(args.device))
-    n, labels, nrow = args.n or 64, None, None
+    n, labels, nrow, label = args.n or 64, None, None, None
     if args.label is not None:
-        labels = torch.full((n,), resolve_label(run, args.label, "--label"), dtype=torch.long)
+        label = resolve_label(run, args.label, "--label")
+        labels = torch.full((n,), label, dtype=torch.long)
     elif args.per_class is not None:
         classes = conditional_classes(run, "--per-class")
         labels = torch.arange(classes).repeat_interleave(args.per_class)  # row k: class k
         n, nrow = len(labels), args.per_class
     images = run.sample(n, seed=args.seed, labels=labels)
+    kind = "samples, a row per class" if args.per_class is not None else "samples"
+    record = provenance.for_run(run, seed=args.seed, label=label, kind=kind)
     if out.suffix.lower() == ".png":
-        viz.save_grid(images, out, nrow=nrow)
+        viz.save_grid(images, out, nrow=nrow, provenance=record)
+        if signer:
+            signer.sign(out, record)
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"images": viz.to_uint8_hwc(images)}
+        arrays = {"images": viz.to_uint8_hwc(images), "provenance": provenance.npz_field(record)}
         if labels is not None:
             arrays["labels"] = labels.numpy()
             names = run_class_names(run)
             if names:
                 arrays["class_names"] = np.array(names)
         np.savez_compressed(out, **arrays)
-    what = f" of class {label_text(run, int(labels[0]))}" if args.label is not None else ""
+    what = f" of class {label_text(run, label)}" if label is not None else ""
     if args.per_class is not None:
         what = f", {args.per_class} of each of {n // args.per_class} classes (a row each)"
-    print(f"wrote {n} samples{what} to {out}")
+    print(f"wrote {n} samples{what} to {out}" + (" (C2PA-signed)" if signer else ""))
     return 0
 
 
@@ -161,7 +171,7 @@ def label_text(run, index: int) -> str:
 
 
 def cmd_reconstruct(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..metrics.image_quality import mse
     from ..runs import load
 
@@ -181,7 +191,8 @@ def cmd_reconstruct(args) -> int:
         reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
     error = mse(reconstructions, images)
     n = min(args.n, len(images))
-    viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n)
+    record = provenance.for_run(run, kind="originals above reconstructions", composite=True)
+    viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n, provenance=record)
     print(
         f"wrote {n} originals above their reconstructions to {args.out}; "
         f"{args.split} reconstruction MSE per pixel over {len(images)} images: {error:.5f}"
@@ -190,7 +201,7 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..runs import load
 
     run = load(args.run_dir, device=device(args.device))
@@ -224,7 +235,8 @@ def cmd_interpolate(args) -> int:
         what = f" within class {label_text(run, label)}" if label is not None else " within one class per row"
     with torch.no_grad():
         model.eval()
-        viz.save_grid(model.generate(path, **extra), args.out, nrow=args.steps)
+        record = provenance.for_run(run, seed=args.seed, label=label, kind="latent interpolations")
+        viz.save_grid(model.generate(path, **extra), args.out, nrow=args.steps, provenance=record)
     print(f"wrote {rows} interpolations of {args.steps} steps{what} to {args.out}")
     return 0
 
