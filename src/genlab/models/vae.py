@@ -93,6 +93,7 @@ class VAE(GenerativeModel):
         "beta4": Preset(
             "beta-VAE with beta = 4: smoother latent space, blurrier images", model={"beta": 4.0}
         ),
+        # Measured at 30 epochs (142 s): 33% of samples recognized, test SSIM 0.75: below the MLP default.
         "conv": Preset(
             "conv VAE: 2 strided-conv stages (width 32) to 8 latent dims and back, Bernoulli decoder",
             model={"arch": "conv", "latent_dim": 8},
