@@ -110,6 +110,17 @@ def test_reconstruct_interpolate_info_models(runs, tmp_path, mnist_small_npz, ca
     assert "article" in capsys.readouterr().out
 
 
+def test_models_lists_every_setting_with_its_why(capsys):
+    from genlab.registry import get_model_class
+
+    assert main(["models", "gan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for setting, why in get_model_class("gan").setting_help.items():
+        assert any(line.split()[:1] == [setting] and why in line for line in lines), setting
+    assert main(["models", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+
+
 def test_resume_extends_a_run(runs, tmp_path, mnist_small_npz):
     import shutil
 

@@ -59,7 +59,10 @@ def register(commands) -> None:
     info.add_argument("--json", action="store_true")
     info.set_defaults(handler=cmd_info)
 
-    models = commands.add_parser("models", help="list the registered models and their presets")
+    models = commands.add_parser(
+        "models", help="list the registered models, their presets and (with a name) their settings"
+    )
+    models.add_argument("name", nargs="?", help="a model: also list its settings, defaults and why each")
     models.set_defaults(handler=cmd_models)
 
 
@@ -261,10 +264,22 @@ def cmd_info(args) -> int:
 
 
 def cmd_models(args) -> int:
+    import dataclasses
+
     from ..registry import get_model_class, list_models
 
-    for name in list_models():
+    for name in [args.name] if args.name else list_models():
+        model_class = get_model_class(name)  # an unknown name is a one-line error
         print(name)
-        for preset, recipe in get_model_class(name).presets.items():
-            print(f"  {preset:12s} {recipe.description}")
+        for preset, recipe in model_class.presets.items():
+            print(f"  {preset:20s} {recipe.description}")
+        if not args.name:
+            continue
+        print("  settings (--set model.NAME=VALUE), default, why:")
+        help_lines = getattr(model_class, "setting_help", {})
+        for field in dataclasses.fields(model_class.Config):
+            default = getattr(model_class.Config(), field.name)
+            print(f"    {field.name:24s} {str(default):22s} {help_lines.get(field.name, '')}")
+    if not args.name:
+        print("`genlab models NAME` lists a model's settings with a one-line why for each")
     return 0
