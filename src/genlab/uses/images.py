@@ -82,7 +82,7 @@ def read_images(path: str | Path) -> ImageSet:
 
 
 def _to_float(images_uint8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images_uint8)).float() / 255.0
+    return torch.from_numpy(np.array(images_uint8, copy=True)).float() / 255.0
 
 
 def check_shape(images: torch.Tensor, expected: tuple[int, ...], source: str) -> None:
