@@ -47,7 +47,8 @@ def score(decoded: torch.Tensor, clean: torch.Tensor) -> dict:
 
 def pil_round_trip(image: np.ndarray, fmt: str, quality: int) -> tuple[int, np.ndarray]:
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=fmt, quality=quality)
+    options = {"method": 6} if fmt == "WEBP" else {"optimize": True}  # each codec's slowest, smallest mode
+    Image.fromarray(image).save(buffer, format=fmt, quality=quality, **options)
     size = buffer.tell()
     buffer.seek(0)
     with Image.open(buffer) as decoded:
@@ -103,13 +104,17 @@ def genlab_points(run_name: str, run, clean: torch.Tensor) -> list[dict]:
     return points
 
 
-def bytes_at_ssim(points: list[dict], ssim: float) -> float | None:
-    """Log-linear interpolation of a codec's bytes at a given SSIM; None outside its measured range."""
+def bytes_at_ssim(points: list[dict], ssim: float) -> tuple[float, str] | None:
+    """A codec's bytes at a given SSIM, log-linearly interpolated ("=") between its measured points; below
+    its lowest SSIM, its smallest file ("<=": it cannot go lower, so the ratio is a lower bound); None above
+    its highest SSIM."""
     pts = sorted((p["ssim"], p["bytes"]) for p in points)
+    if ssim < pts[0][0]:
+        return min(b for _, b in pts), ">="
     for (s0, b0), (s1, b1) in zip(pts, pts[1:]):
         if s0 <= ssim <= s1 and s1 > s0:
             t = (ssim - s0) / (s1 - s0)
-            return float(np.exp((1 - t) * np.log(b0) + t * np.log(b1)))
+            return float(np.exp((1 - t) * np.log(b0) + t * np.log(b1))), "="
     return None
 
 
@@ -124,7 +129,8 @@ def evaluate(dataset: str, runs: dict, n: int) -> list[dict]:
         for p in points:
             if p["method"].startswith("genlab"):
                 other = bytes_at_ssim(reference, p["ssim"])
-                p[f"x_fewer_than_{method.replace(' ', '_')}"] = None if other is None else other / p["bytes"]
+                key = f"x_fewer_than_{method.replace(' ', '_')}"
+                p[key] = None if other is None else [other[0] / p["bytes"], other[1]]
     return points
 
 
@@ -159,7 +165,10 @@ def main() -> None:
 
 
 def _ratio(value) -> str:
-    return "out of range" if value is None else f"{value:.1f}x"
+    if value is None:
+        return "above its range"
+    ratio, kind = value
+    return f"{'>= ' if kind == '>=' else ''}{ratio:.1f}x"
 
 
 def write_markdown(results: dict, path: Path, meta: dict) -> None:

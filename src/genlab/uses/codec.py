@@ -1,12 +1,12 @@
 """The genlab compressed image format: an autoencoder's codes, quantized and entropy-coded.
 
-Layout (all integers little-endian):
-    magic b"GLZC" | format version (u8) | header length (u32) | header (UTF-8 JSON)
-    | payload length (u64) | payload (constriction ANS stream) | CRC-32 of everything before (u32)
-The header holds the SHA-256 of the weights file that encoded the codes (decoding with another model is
-an error, not garbage), the image shape, the number of images, the bits per code dimension, and the
-CRC-32 of the quantized symbols (a second guard: if a decoder's probability tables ever differed from the
-encoder's, the decoded symbols would not match it).
+Layout (a binary header, so a one-image file stays small; integers little-endian):
+    magic b"GLZC" | format version (u8) | SHA-256 of the weights file that encoded the codes (32 bytes)
+    | image channels (u8), height (u16), width (u16) | code dimensions (u16) | bits (u8) | images (u32)
+    | CRC-32 of the quantized symbols (u32) | names length (u32) + names (zlib of UTF-8, one per line)
+    | payload length (u32) + payload (constriction ANS stream) | CRC-32 of everything before (u32)
+Decoding with another model is an error, not garbage (the SHA-256). The symbols' CRC is a second guard:
+if a decoder's probability tables ever differed from the encoder's, its symbols would not match.
 
 Quantization needs no side information: each code dimension d gets a grid centred on the mean of the
 model's own code distribution with step 8 * std_d / 2**bits (2**bits steps over +-4 std), and symbols
@@ -18,7 +18,6 @@ saved with its weights) or the VAE's N(0, I) prior. Both ends derive it from the
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 import zlib
 from dataclasses import dataclass
@@ -35,8 +34,8 @@ from .images import check_shape
 MAGIC = b"GLZC"
 FORMAT_VERSION = 1
 MIN_BITS, MAX_BITS = 1, 8
-_PREFIX = struct.Struct("<4sBI")  # magic, version, header length
-_PAYLOAD_LEN = struct.Struct("<Q")
+_FIXED = struct.Struct("<4sB32sBHHHBII")  # magic .. symbols' CRC
+_LENGTH = struct.Struct("<I")
 _CRC = struct.Struct("<I")
 
 
@@ -46,41 +45,53 @@ class CodecError(DataError):
 
 @dataclass
 class Compressed:
-    header: dict
+    header: dict  # model_sha256, image_shape, latent_dim, bits, n, symbols_crc32, names (optional)
     payload: bytes
 
     def to_bytes(self) -> bytes:
-        header = json.dumps(self.header, sort_keys=True, separators=(",", ":")).encode()
-        body = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(header)) + header
-        body += _PAYLOAD_LEN.pack(len(self.payload)) + self.payload
+        h = self.header
+        names = zlib.compress("\n".join(h.get("names") or []).encode(), 9) if h.get("names") else b""
+        body = _FIXED.pack(
+            MAGIC, FORMAT_VERSION, bytes.fromhex(h["model_sha256"]), *h["image_shape"], h["latent_dim"],
+            h["bits"], h["n"], h["symbols_crc32"],
+        )  # fmt: skip
+        body += _LENGTH.pack(len(names)) + names + _LENGTH.pack(len(self.payload)) + self.payload
         return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "the file") -> Compressed:
-        if len(data) < _PREFIX.size or data[:4] != MAGIC:
+        if len(data) < 5 or data[:4] != MAGIC:
             raise CodecError(f"{source} is not a genlab compressed file (no GLZC magic number)")
-        magic, version, header_len = _PREFIX.unpack_from(data)
-        if version != FORMAT_VERSION:
+        if data[4] != FORMAT_VERSION:
             raise CodecError(
-                f"{source} uses format version {version}; this genlab reads version {FORMAT_VERSION}"
+                f"{source} uses format version {data[4]}; this genlab reads version {FORMAT_VERSION}"
             )
-        expected = _PREFIX.size + header_len + _PAYLOAD_LEN.size
-        if len(data) < expected + _CRC.size:
+        if len(data) < _FIXED.size + 2 * _LENGTH.size + _CRC.size:
             raise CodecError(f"{source} is truncated ({len(data)} bytes)")
-        (payload_len,) = _PAYLOAD_LEN.unpack_from(data, _PREFIX.size + header_len)
-        if len(data) != expected + payload_len + _CRC.size:
-            raise CodecError(
-                f"{source} is truncated or has trailing bytes ({len(data)} bytes, expected "
-                f"{expected + payload_len + _CRC.size})"
-            )
         (crc,) = _CRC.unpack_from(data, len(data) - _CRC.size)
         if zlib.crc32(data[: -_CRC.size]) != crc:
-            raise CodecError(f"{source} is corrupt: its checksum does not match")
-        try:
-            header = json.loads(data[_PREFIX.size : _PREFIX.size + header_len])
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CodecError(f"{source} has an unreadable header: {exc}") from exc
-        return cls(header, bytes(data[expected : expected + payload_len]))
+            raise CodecError(f"{source} is corrupt or truncated: its checksum does not match")
+        _, _, sha, c, h, w, latent_dim, bits, n, symbols_crc = _FIXED.unpack_from(data)
+        at = _FIXED.size
+        (names_len,) = _LENGTH.unpack_from(data, at)
+        names_blob = data[at + _LENGTH.size : at + _LENGTH.size + names_len]
+        at += _LENGTH.size + names_len
+        if at + _LENGTH.size > len(data) - _CRC.size:
+            raise CodecError(f"{source} has a broken layout")
+        (payload_len,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        if at + payload_len != len(data) - _CRC.size:
+            raise CodecError(f"{source} has a broken layout")
+        header = {
+            "model_sha256": sha.hex(), "image_shape": [c, h, w], "latent_dim": latent_dim, "bits": bits,
+            "n": n, "symbols_crc32": symbols_crc,
+        }  # fmt: skip
+        if names_len:
+            try:
+                header["names"] = zlib.decompress(names_blob).decode().split("\n")
+            except (zlib.error, UnicodeDecodeError) as exc:
+                raise CodecError(f"{source} has unreadable file names: {exc}") from exc
+        return cls(header, bytes(data[at : at + payload_len]))
 
 
 def weights_sha256(run) -> str:
@@ -191,12 +202,10 @@ def compress(run, images: torch.Tensor, bits: int = 6, names: list[str] | None =
     symbols = quantize(model, _codes(model, images), bits)
     header = {
         "model_sha256": weights_sha256(run),
-        "model": model.name,
         "image_shape": list(model.config.image_shape),
         "latent_dim": int(symbols.shape[1]),
         "n": len(symbols),
         "bits": bits,
-        "coder": "ans-categorical",
         "symbols_crc32": zlib.crc32(symbols.astype("<i4").tobytes()),
     }
     if names:
