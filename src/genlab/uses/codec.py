@@ -195,6 +195,10 @@ def _codes(model, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
 def compress(run, images: torch.Tensor, bits: int = 6, names: list[str] | None = None) -> Compressed:
     """Images (N, C, H, W) in [0, 1] -> a Compressed file (`.to_bytes()` gives its bytes)."""
     require_autoencoder(run, "compress")
+    if getattr(run.model, "is_conditional", False):
+        raise DataError(
+            f"model {run.model.name!r} is conditional: its codes need the labels; compress with an unconditional run"
+        )
     if not MIN_BITS <= bits <= MAX_BITS:
         raise DataError(f"bits must lie in [{MIN_BITS}, {MAX_BITS}], got {bits}")
     model = run.model.eval()
