@@ -91,9 +91,9 @@ def genlab_points(run_name: str, run, clean: torch.Tensor) -> list[dict]:
         data = compressed.to_bytes()
         decoded = codec.decompress(run, codec.Compressed.from_bytes(data))
         symbols = codec.quantize(run.model, run.model.embed(clean), bits)
-        offset = (2 ** (bits + 1)) if bits < 7 else 2**15
+        offset = 2 ** (bits + 1)  # symbols + offset lie in [0, 2**(bits + 2)]: one byte up to 5 bits
         lzma_bytes = len(
-            lzma.compress((symbols + offset).astype(np.uint8 if bits < 7 else np.uint16).tobytes(), preset=9)
+            lzma.compress((symbols + offset).astype(np.uint8 if bits <= 5 else np.uint16).tobytes(), preset=9)
         )
         single = len(codec.compress(run, clean[:1], bits=bits).to_bytes())
         points.append({
