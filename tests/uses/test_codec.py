@@ -92,3 +92,18 @@ def test_vae_codes_use_the_standard_normal_grid(use_runs, digits):
         vae, codec.Compressed.from_bytes(codec.compress(vae, digits, bits=8).to_bytes())
     )
     assert decoded.shape == digits.shape
+
+
+def test_conv_autoencoder_denoises_and_round_trips(tmp_path, mnist_small_npz, digits):
+    """With the conv nets (branch zoo) present: a tiny conv AE through denoise and the codec."""
+    from genlab.models.ae import AEConfig
+    from genlab.uses.denoise import denoise
+    from tests.test_cli import train
+
+    if "arch" not in AEConfig.__dataclass_fields__:
+        pytest.skip("no conv autoencoder in this genlab yet (it arrives with the model zoo)")
+    assert train(tmp_path, mnist_small_npz, "ae", "--set", "model.arch=conv") == 0
+    run = load(tmp_path / "ae")
+    assert denoise(run, digits[:4]).shape == (4, 1, 28, 28)
+    data = codec.compress(run, digits, bits=6).to_bytes()
+    assert codec.decompress(run, codec.Compressed.from_bytes(data)).shape == digits.shape
