@@ -5,7 +5,8 @@ genlab: the whole test set compressed into one .glz file per run and --bits (byt
 the same quantized symbols (the fallback the entropy coder is weighed against) and the size of a
 one-image file. JPEG and WebP: every image its own file (what a user would store), across qualities,
 and all images in one mosaic file (the same amortized-header setting as the .glz file). "x fewer bytes
-than WebP at equal SSIM": WebP's bytes interpolated (log-linear) at each genlab point's SSIM.
+than WebP at equal SSIM": WebP's bytes interpolated (log-linear) along its Pareto front (the quality
+settings no other setting beats in both bytes and SSIM) at each genlab point's SSIM.
 
     python benchmarks/compress.py benchmarks/runs/ae benchmarks/runs/vae
     python benchmarks/compress.py RUN... --ood fashion-mnist     # out-of-domain images through the same AE
@@ -104,15 +105,27 @@ def genlab_points(run_name: str, run, clean: torch.Tensor) -> list[dict]:
     return points
 
 
+def pareto_front(points: list[dict]) -> list[tuple[float, float]]:
+    """(ssim, bytes) of the settings no other setting beats on both (small images make WebP's SSIM
+    non-monotonic in its quality setting), sorted by SSIM."""
+    pts = sorted((p["bytes"], p["ssim"]) for p in points)
+    front, best = [], -1.0
+    for size, ssim in pts:  # by size; keep a point only if it beats every smaller file's SSIM
+        if ssim > best:
+            front.append((ssim, size))
+            best = ssim
+    return front
+
+
 def bytes_at_ssim(points: list[dict], ssim: float) -> tuple[float, str] | None:
-    """A codec's bytes at a given SSIM, log-linearly interpolated ("=") between its measured points; below
-    its lowest SSIM, its smallest file ("<=": it cannot go lower, so the ratio is a lower bound); None above
+    """A codec's bytes at a given SSIM, log-linearly interpolated ("=") along its Pareto front; below its
+    lowest SSIM, its smallest file (">=": it cannot go lower, so the ratio is a lower bound); None above
     its highest SSIM."""
-    pts = sorted((p["ssim"], p["bytes"]) for p in points)
+    pts = pareto_front(points)
     if ssim < pts[0][0]:
-        return min(b for _, b in pts), ">="
+        return pts[0][1], ">="
     for (s0, b0), (s1, b1) in zip(pts, pts[1:]):
-        if s0 <= ssim <= s1 and s1 > s0:
+        if s0 <= ssim <= s1:
             t = (ssim - s0) / (s1 - s0)
             return float(np.exp((1 - t) * np.log(b0) + t * np.log(b1))), "="
     return None
