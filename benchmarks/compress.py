@@ -1,7 +1,8 @@
 """Compression: rate-distortion of genlab's codec against JPEG and WebP (Pillow), on the same test images.
 
 genlab: the whole test set compressed into one .glz file per run and --bits (bytes per image = file size
-/ N, header included), decoded, scored by PSNR and SSIM. Also measured: the payload under plain lzma of
+/ N, header included; files as `genlab compress --no-run-path` writes them: by default the run's path
+adds its length in bytes), decoded, scored by PSNR and SSIM. Also measured: the payload under plain lzma of
 the same quantized symbols (the fallback the entropy coder is weighed against) and the size of a
 one-image file. JPEG and WebP: every image its own file (what a user would store), across qualities,
 and all images in one mosaic file (the same amortized-header setting as the .glz file). "x fewer bytes
@@ -88,7 +89,7 @@ def classical_points(clean_uint8: np.ndarray, clean: torch.Tensor) -> list[dict]
 def genlab_points(run_name: str, run, clean: torch.Tensor) -> list[dict]:
     points = []
     for bits in BITS:
-        compressed = codec.compress(run, clean, bits=bits)
+        compressed = codec.compress(run, clean, bits=bits, store_run_path=False)
         data = compressed.to_bytes()
         decoded = codec.decompress(run, codec.Compressed.from_bytes(data))
         symbols = codec.quantize(run.model, run.model.embed(clean), bits)
@@ -96,7 +97,7 @@ def genlab_points(run_name: str, run, clean: torch.Tensor) -> list[dict]:
         lzma_bytes = len(
             lzma.compress((symbols + offset).astype(np.uint8 if bits <= 5 else np.uint16).tobytes(), preset=9)
         )
-        single = len(codec.compress(run, clean[:1], bits=bits).to_bytes())
+        single = len(codec.compress(run, clean[:1], bits=bits, store_run_path=False).to_bytes())
         points.append({
             "method": f"genlab {run_name}", "setting": bits, "bytes": len(data) / len(clean),
             "payload_bytes": len(compressed.payload) / len(clean), "lzma_payload_bytes": lzma_bytes / len(clean),

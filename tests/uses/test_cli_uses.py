@@ -57,10 +57,13 @@ def test_compress_decompress_round_trip(use_runs, inputs, tmp_path, capsys):
         assert archive["images"].shape == (12, 28, 28, 1)
     folder_glz = tmp_path / "folder.glz"
     assert main(["compress", ae, "--in", str(inputs / "folder"), "--out", str(folder_glz)]) == 0
-    assert main(["decompress", str(folder_glz), "--run", ae, "--out", str(tmp_path / "back")]) == 0
+    assert (
+        main(["decompress", str(folder_glz), "--out", str(tmp_path / "back")]) == 0
+    )  # run path from the file
     assert (tmp_path / "back" / "c1" / "d3.png").is_file()
     one = tmp_path / "one.glz"
-    assert main(["compress", ae, "--in", str(inputs / "one.png"), "--out", str(one)]) == 0
+    assert main(["compress", ae, "--in", str(inputs / "one.png"), "--out", str(one), "--no-run-path"]) == 0
+    assert "give --run" in error_of(capsys, ["decompress", str(one), "--out", str(tmp_path / "one.png")])
     assert main(["decompress", str(one), "--run", ae, "--out", str(tmp_path / "one.png")]) == 0
 
 

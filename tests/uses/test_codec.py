@@ -36,6 +36,9 @@ def test_file_round_trips_bit_exactly(ae_run, digits):
     data = compressed.to_bytes()
     again = codec.Compressed.from_bytes(data)
     assert again.header == compressed.header and again.payload == compressed.payload
+    assert again.header["run_path"] == str(ae_run.run_dir.resolve())
+    bare = codec.compress(ae_run, digits, bits=5, store_run_path=False)
+    assert len(bare.to_bytes()) == len(data) - len(again.header["run_path"].encode())
     assert again.to_bytes() == data
     decoded = codec.decompress(ae_run, again)
     expected = codec.dequantize(ae_run.model, codec.quantize(ae_run.model, ae_run.model.embed(digits), 5), 5)

@@ -31,12 +31,17 @@ def register(commands) -> None:
         "--bits", type=int_at_least(1, "bits from 1 to 8"), default=6,
         help="quantization bits per code dimension, 1..8 (the rate: more bits, more bytes, better images)",
     )  # fmt: skip
+    compress.add_argument(
+        "--no-run-path", action="store_true", help="leave the run's path out (decompress then needs --run)"
+    )
     compress.add_argument("--device", default="cpu")
     compress.set_defaults(handler=cmd_compress)
 
     decompress = commands.add_parser("decompress", help="decode a .glz file with the run that wrote it")
     decompress.add_argument("file")
-    decompress.add_argument("--run", dest="run_dir", required=True, help="the run that compressed the file")
+    decompress.add_argument(
+        "--run", dest="run_dir", help="the run that compressed the file (default: the path stored in it)"
+    )
     decompress.add_argument("--out", required=True, help="an .npz, an image file (one image) or a folder")
     decompress.add_argument("--device", default="cpu")
     decompress.set_defaults(handler=cmd_decompress)
@@ -104,8 +109,9 @@ def cmd_compress(args) -> int:
     if args.bits > codec.MAX_BITS:
         raise ConfigError(f"--bits must lie in [{codec.MIN_BITS}, {codec.MAX_BITS}], got {args.bits}")
     batch = images.read_images(args.input)
+    names = batch.names if batch.form == "folder" else None
     compressed = codec.compress(
-        run, batch.images, bits=args.bits, names=batch.names if batch.form == "folder" else None
+        run, batch.images, bits=args.bits, names=names, store_run_path=not args.no_run_path
     )
     data = compressed.to_bytes()
     out = Path(args.out)
@@ -126,7 +132,10 @@ def cmd_decompress(args) -> int:
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     compressed = codec.Compressed.from_bytes(path.read_bytes(), source=str(path))
-    run = _load(args.run_dir, args.device)
+    run_dir = args.run_dir or compressed.header.get("run_path")
+    if not run_dir:
+        raise ConfigError(f"{path} does not name the run that compressed it: give --run RUN")
+    run = _load(run_dir, args.device)
     decoded = codec.decompress(run, compressed, source=str(path))
     names = compressed.header.get("names") or []
     like = images.ImageSet(decoded, "folder", [str(n) for n in names]) if names else None

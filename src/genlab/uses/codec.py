@@ -3,7 +3,8 @@
 Layout (a binary header, so a one-image file stays small; integers little-endian):
     magic b"GLZC" | format version (u8) | SHA-256 of the weights file that encoded the codes (32 bytes)
     | image channels (u8), height (u16), width (u16) | code dimensions (u16) | bits (u8) | images (u32)
-    | CRC-32 of the quantized symbols (u32) | names length (u32) + names (zlib of UTF-8, one per line)
+    | CRC-32 of the quantized symbols (u32) | run path length (u16) + run path (UTF-8; may be empty)
+    | names length (u32) + names (zlib of UTF-8, one per line)
     | payload length (u32) + payload (constriction ANS stream) | CRC-32 of everything before (u32)
 Decoding with another model is an error, not garbage (the SHA-256). The symbols' CRC is a second guard:
 if a decoder's probability tables ever differed from the encoder's, its symbols would not match.
@@ -36,6 +37,7 @@ FORMAT_VERSION = 1
 MIN_BITS, MAX_BITS = 1, 8
 _FIXED = struct.Struct("<4sB32sBHHHBII")  # magic .. symbols' CRC
 _LENGTH = struct.Struct("<I")
+_SHORT = struct.Struct("<H")
 _CRC = struct.Struct("<I")
 
 
@@ -45,7 +47,7 @@ class CodecError(DataError):
 
 @dataclass
 class Compressed:
-    header: dict  # model_sha256, image_shape, latent_dim, bits, n, symbols_crc32, names (optional)
+    header: dict  # model_sha256, image_shape, latent_dim, bits, n, symbols_crc32, run_path, names (optional)
     payload: bytes
 
     def to_bytes(self) -> bytes:
@@ -55,7 +57,15 @@ class Compressed:
             MAGIC, FORMAT_VERSION, bytes.fromhex(h["model_sha256"]), *h["image_shape"], h["latent_dim"],
             h["bits"], h["n"], h["symbols_crc32"],
         )  # fmt: skip
-        body += _LENGTH.pack(len(names)) + names + _LENGTH.pack(len(self.payload)) + self.payload
+        run_path = str(h.get("run_path") or "").encode()
+        body += (
+            _SHORT.pack(len(run_path))
+            + run_path
+            + _LENGTH.pack(len(names))
+            + names
+            + _LENGTH.pack(len(self.payload))
+            + self.payload
+        )
         return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
@@ -73,6 +83,11 @@ class Compressed:
             raise CodecError(f"{source} is corrupt or truncated: its checksum does not match")
         _, _, sha, c, h, w, latent_dim, bits, n, symbols_crc = _FIXED.unpack_from(data)
         at = _FIXED.size
+        (path_len,) = _SHORT.unpack_from(data, at)
+        run_path = data[at + _SHORT.size : at + _SHORT.size + path_len]
+        at += _SHORT.size + path_len
+        if at + _LENGTH.size > len(data) - _CRC.size:
+            raise CodecError(f"{source} has a broken layout")
         (names_len,) = _LENGTH.unpack_from(data, at)
         names_blob = data[at + _LENGTH.size : at + _LENGTH.size + names_len]
         at += _LENGTH.size + names_len
@@ -84,7 +99,7 @@ class Compressed:
             raise CodecError(f"{source} has a broken layout")
         header = {
             "model_sha256": sha.hex(), "image_shape": [c, h, w], "latent_dim": latent_dim, "bits": bits,
-            "n": n, "symbols_crc32": symbols_crc,
+            "n": n, "symbols_crc32": symbols_crc, "run_path": run_path.decode("utf-8", "replace"),
         }  # fmt: skip
         if names_len:
             try:
@@ -192,8 +207,11 @@ def _codes(model, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
         return torch.cat([model.embed(c.to(model.device)).cpu() for c in images.split(batch_size)])
 
 
-def compress(run, images: torch.Tensor, bits: int = 6, names: list[str] | None = None) -> Compressed:
-    """Images (N, C, H, W) in [0, 1] -> a Compressed file (`.to_bytes()` gives its bytes)."""
+def compress(
+    run, images: torch.Tensor, bits: int = 6, names: list[str] | None = None, store_run_path: bool = True
+) -> Compressed:
+    """Images (N, C, H, W) in [0, 1] -> a Compressed file (`.to_bytes()` gives its bytes). The run's
+    absolute path goes in the file (store_run_path) so that decompressing needs no --run where it exists."""
     require_autoencoder(run, "compress")
     if getattr(run.model, "is_conditional", False):
         raise DataError(
@@ -212,6 +230,8 @@ def compress(run, images: torch.Tensor, bits: int = 6, names: list[str] | None =
         "bits": bits,
         "symbols_crc32": zlib.crc32(symbols.astype("<i4").tobytes()),
     }
+    if store_run_path:
+        header["run_path"] = str(Path(run.run_dir).resolve())
     if names:
         header["names"] = list(names)
     return Compressed(header, encode_symbols(symbols, symbol_probabilities(model, bits)))
