@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import GenlabError
-from . import evaluate, explore, train, trust
+from . import evaluate, explore, train, trust, uses
 from .common import Parser
 
-COMMAND_GROUPS = [train, explore, evaluate, trust]
+COMMAND_GROUPS = [train, explore, evaluate, uses, trust]
 
 
 def build_parser() -> argparse.ArgumentParser:

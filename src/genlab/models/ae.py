@@ -47,6 +47,7 @@ class AEConfig(ModelConfig):
     loss: str = "bce"  # or "mse"
     noise_std: float = 0.0  # denoising: Gaussian noise added to the input, the target stays clean
     mask_prob: float = 0.0  # denoising: share of input pixels set to 0
+    noise_uniform: bool = False  # draw each image's noise std / mask share uniformly from [0, the above]
     gmm_components: int = 10
     lr: float = 1e-3
 
@@ -74,6 +75,10 @@ class Autoencoder(GenerativeModel):
             model={"arch": "conv", "latent_dim": 16},
             train={"epochs": 30},
         ),
+        "blind-denoising": Preset(
+            "denoising autoencoder for any level: per-image Gaussian std in [0, 0.5] and mask share in [0, 0.5]",
+            model={"noise_std": 0.5, "mask_prob": 0.5, "noise_uniform": True},
+        ),
     }
     setting_help: ClassVar[dict[str, str]] = {
         "image_shape": "(C, H, W) of the data; set from the dataset",
@@ -86,6 +91,7 @@ class Autoencoder(GenerativeModel):
         "loss": "bce (for near-binary images) or mse",
         "noise_std": "denoising: Gaussian noise on the input, the target stays clean",
         "mask_prob": "denoising: share of input pixels zeroed",
+        "noise_uniform": "denoising: each image draws its noise std / mask share uniformly up to the settings",
         "gmm_components": "components of the Gaussian mixture fitted to the codes for sampling",
         "lr": "Adam learning rate",
     }
@@ -140,11 +146,20 @@ class Autoencoder(GenerativeModel):
         return self.decode(self.encode(x))
 
     def corrupt(self, x: Tensor) -> Tensor:
-        """The denoising mode's input: noise and masking as configured, clamped back to [0, 1]."""
+        """The denoising mode's input: noise and masking as configured, clamped back to [0, 1].
+
+        With noise_uniform each image draws its own level in [0, noise_std] (and [0, mask_prob]): one
+        "blind" denoiser for every level up to the configured one, which also leaves clean images alone
+        (a fixed-level DAE never sees a clean input and blurs it)."""
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one level per image, broadcast over its pixels
+
+        def level(top: float) -> Tensor | float:
+            return top * torch.rand(shape, device=x.device) if self.config.noise_uniform else top
+
         if self.config.noise_std > 0:
-            x = x + self.config.noise_std * torch.randn_like(x)
+            x = x + level(self.config.noise_std) * torch.randn_like(x)
         if self.config.mask_prob > 0:
-            x = x * (torch.rand_like(x) >= self.config.mask_prob)
+            x = x * (torch.rand_like(x) >= level(self.config.mask_prob))
         return x.clamp(0.0, 1.0)
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
