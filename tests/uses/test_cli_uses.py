@@ -45,6 +45,12 @@ def test_denoise_keeps_the_input_form(use_runs, inputs, tmp_path, capsys):
     with np.load(out) as archive:
         assert archive["images"].shape == (12, 28, 28, 1) and archive["labels"].shape == (12,)
     assert "wrote 12 denoised" in capsys.readouterr().out
+    from genlab import provenance
+
+    for written in (tmp_path / "one.png", next((tmp_path / "dn").rglob("*.png")), out):
+        record = provenance.read(written)
+        assert record["kind"] == "denoised images" and record["model"] in ("ae", "vae"), written
+    assert provenance.read(next((tmp_path / "noisy").rglob("*.png"))) is None  # noise is no model output
 
 
 def test_compress_decompress_round_trip(use_runs, inputs, tmp_path, capsys):
@@ -61,6 +67,9 @@ def test_compress_decompress_round_trip(use_runs, inputs, tmp_path, capsys):
         main(["decompress", str(folder_glz), "--out", str(tmp_path / "back")]) == 0
     )  # run path from the file
     assert (tmp_path / "back" / "c1" / "d3.png").is_file()
+    from genlab import provenance
+
+    assert provenance.read(tmp_path / "back" / "c1" / "d3.png")["kind"] == "decompressed images"
     one = tmp_path / "one.glz"
     assert main(["compress", ae, "--in", str(inputs / "one.png"), "--out", str(one), "--no-run-path"]) == 0
     assert "give --run" in error_of(capsys, ["decompress", str(one), "--out", str(tmp_path / "one.png")])
@@ -81,6 +90,11 @@ def test_synth_unconditional_and_conditional(use_runs, tmp_path, monkeypatch, ca
         assert archive["labels"].tolist() == [c for c in range(10) for _ in range(2)]
     assert main(["synth", str(use_runs / "gan"), "--per-class", "1", "--out", str(tmp_path / "c")]) == 0
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [str(i) for i in range(10)]
+    from genlab import provenance
+
+    record = provenance.read(next((tmp_path / "c" / "7").glob("*.png")))
+    assert record["kind"] == "synthetic dataset" and record["label"] == 7 and record["seed"] == 0
+    assert provenance.read(tmp_path / "c.npz")["model"] == "gan"
 
 
 def test_errors_are_one_line_exit_2(use_runs, inputs, tmp_path, capsys):

@@ -78,6 +78,7 @@ def _load(run_dir: str, device_name: str):
 
 
 def cmd_denoise(args) -> int:
+    from .. import provenance
     from ..uses import denoise, images
 
     if args.noisy_out and not args.noise:
@@ -96,7 +97,8 @@ def cmd_denoise(args) -> int:
             images.write_images(noisy, args.noisy_out, like=batch)
     with progress_bar(len(noisy), "denoising") as advance:
         clean = denoise.denoise(run, noisy, labels=batch.labels, progress=advance)
-    images.write_images(clean, args.out, like=batch)
+    record = provenance.for_run(run, kind="denoised images", composite=True)
+    images.write_images(clean, args.out, like=batch, record=record)
     print(f"wrote {len(clean)} denoised image(s) to {args.out}")
     return 0
 
@@ -126,6 +128,7 @@ def cmd_compress(args) -> int:
 
 
 def cmd_decompress(args) -> int:
+    from .. import provenance
     from ..uses import codec, images
 
     path = Path(args.file)
@@ -139,12 +142,14 @@ def cmd_decompress(args) -> int:
     decoded = codec.decompress(run, compressed, source=str(path))
     names = compressed.header.get("names") or []
     like = images.ImageSet(decoded, "folder", [str(n) for n in names]) if names else None
-    images.write_images(decoded, args.out, like=like)
+    record = provenance.for_run(run, kind="decompressed images", composite=True)
+    images.write_images(decoded, args.out, like=like, record=record)
     print(f"wrote {len(decoded)} image(s) to {args.out}")
     return 0
 
 
 def cmd_synth(args) -> int:
+    from .. import provenance
     from ..uses import synth
 
     out = Path(args.out)
@@ -154,7 +159,9 @@ def cmd_synth(args) -> int:
         images, labels = synth.synthesize(
             run, per_class=args.per_class, n=args.n, seed=args.seed, progress=advance
         )
-    synth.write_dataset(images, labels, out, synth.class_names(run) if labels is not None else None)
+    record = provenance.for_run(run, seed=args.seed, kind="synthetic dataset")
+    names = synth.class_names(run) if labels is not None else None
+    synth.write_dataset(images, labels, out, names, record=record)
     kind = f"{args.per_class} per class, labeled" if labels is not None else "unlabeled"
     print(f"wrote {len(images)} synthetic images ({kind}) to {out}")
     return 0

@@ -103,15 +103,22 @@ def to_uint8_nchw(images: torch.Tensor) -> np.ndarray:
     return (images.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
 
 
-def _save_png(image_chw: np.ndarray, path: Path) -> None:
+def _save_png(image_chw: np.ndarray, path: Path, record: dict | None = None) -> None:
+    from .. import provenance
+
     path.parent.mkdir(parents=True, exist_ok=True)
     array = image_chw[0] if image_chw.shape[0] == 1 else image_chw.transpose(1, 2, 0)
-    Image.fromarray(array).save(path)
+    Image.fromarray(array).save(path, pnginfo=provenance.png_info(record) if record else None)
 
 
-def write_images(images: torch.Tensor, out: str | Path, like: ImageSet | None = None) -> Path:
+def write_images(
+    images: torch.Tensor, out: str | Path, like: ImageSet | None = None, record: dict | None = None
+) -> Path:
     """Write float images in the form `out` names: .npz (uint8 (N, H, W, C), labels passed through), one
-    image file (N must be 1), or a folder of PNGs keeping the input's relative names where it had them."""
+    image file (N must be 1), or a folder of PNGs keeping the input's relative names where it had them.
+    `record` (genlab.provenance) goes into every PNG and the .npz."""
+    from .. import provenance
+
     out = Path(out).expanduser()
     data = to_uint8_nchw(images)  # (N, C, H, W)
     form = form_of(out)
@@ -122,20 +129,22 @@ def write_images(images: torch.Tensor, out: str | Path, like: ImageSet | None = 
             arrays["labels"] = like.labels.numpy()
             if like.class_names is not None:
                 arrays["class_names"] = np.array(like.class_names)
+        if record:
+            arrays["provenance"] = provenance.npz_field(record)
         np.savez_compressed(out, **arrays)
     elif form == "image":
         if len(data) != 1:
             raise DataError(
                 f"{out} is one image file but there are {len(data)} images: give a folder or .npz"
             )
-        _save_png(data[0], out) if out.suffix.lower() == ".png" else _save_any(data[0], out)
+        _save_png(data[0], out, record) if out.suffix.lower() == ".png" else _save_any(data[0], out)
     else:
         names = like.names if like is not None and len(like.names) == len(data) else []
         names = [str(Path(n).with_suffix(".png")) for n in names] or [
             f"{i:05d}.png" for i in range(len(data))
         ]
         for image, name in zip(data, names):
-            _save_png(image, out / name)
+            _save_png(image, out / name, record)
     return out
 
 

@@ -62,9 +62,16 @@ def class_names(run) -> list[str]:
 
 
 def write_dataset(
-    images: Tensor, labels: Tensor | None, out: str | Path, names: list[str] | None = None
+    images: Tensor,
+    labels: Tensor | None,
+    out: str | Path,
+    names: list[str] | None = None,
+    record: dict | None = None,
 ) -> Path:
-    """Write a dataset in the form `out` names: `.npz`, or a folder (class subfolders when labeled)."""
+    """Write a dataset in the form `out` names: `.npz`, or a folder (class subfolders when labeled).
+    `record` (genlab.provenance) goes into the .npz and into every PNG, each with its own label."""
+    from .. import provenance
+
     out = Path(out).expanduser()
     data = to_uint8_nchw(images)  # (N, C, H, W)
     form = form_of(out)
@@ -76,6 +83,8 @@ def write_dataset(
         if labels is not None:
             arrays["labels"] = labels.numpy().astype(np.int64)
             arrays["class_names"] = np.array(names or [str(i) for i in range(int(labels.max()) + 1)])
+        if record:
+            arrays["provenance"] = provenance.npz_field(record)
         np.savez_compressed(out, **arrays)
         return out
     from PIL import Image
@@ -83,7 +92,10 @@ def write_dataset(
     for i, image in enumerate(data):
         sub = out if labels is None else out / (names[int(labels[i])] if names else str(int(labels[i])))
         sub.mkdir(parents=True, exist_ok=True)
+        info = None
+        if record:
+            info = provenance.png_info(record if labels is None else {**record, "label": int(labels[i])})
         Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)).save(
-            sub / f"{i:05d}.png"
+            sub / f"{i:05d}.png", pnginfo=info
         )
     return out
