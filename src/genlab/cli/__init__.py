@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import GenlabError
-from . import evaluate, explore, train
+from . import evaluate, explore, serve, train
 from .common import Parser
 
-COMMAND_GROUPS = [train, explore, evaluate]
+COMMAND_GROUPS = [train, explore, evaluate, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

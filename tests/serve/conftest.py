@@ -1,0 +1,58 @@
+"""Tiny trained runs (a GAN, a VAE, a denoising autoencoder) and a test client over them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="genlab serve needs the serve extra: pip install -e '.[serve]'")
+
+from tests.conftest import TINY_MODEL_ARGS  # noqa: E402
+
+# Starlette deprecates its httpx-based test client in favour of httpx2; the client works the same.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="session")
+def served_runs(tmp_path_factory, mnist_small_npz) -> dict:
+    """name -> run dir of three runs trained for one epoch on 256 digits."""
+    import genlab
+
+    root = tmp_path_factory.mktemp("served-runs")
+    recipes = {
+        "gan": ("gan", {}),
+        "vae": ("vae", {}),
+        "dae": ("ae", {"noise_std": 0.3}),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENLAB_DATA", str(root / "data"))
+        patch.setenv("GENLAB_OFFLINE", "1")
+        for name, (model, extra) in recipes.items():
+            genlab.train(
+                {"model": model, "data": str(mnist_small_npz), "epochs": 1, "batch_size": 64},
+                out=root / name,
+                grid_size=4,
+                log_every=1,
+                model_args={**TINY_MODEL_ARGS[model], **extra},
+            )
+    torch.set_num_threads(threads)
+    return {name: root / name for name in recipes}
+
+
+@pytest.fixture(scope="session")
+def catalog(served_runs):
+    from genlab.serve import load_catalog
+
+    return load_catalog(served_runs)
+
+
+@pytest.fixture()
+def client(catalog):
+    from fastapi.testclient import TestClient
+
+    from genlab.serve import create_app
+
+    with TestClient(create_app(catalog, workers=1, queue=4)) as test_client:
+        yield test_client
