@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
+
 import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="genlab serve needs the serve extra: pip install -e '.[serve]'")
 
 from tests.conftest import TINY_MODEL_ARGS  # noqa: E402
-
-# Starlette deprecates its httpx-based test client in favour of httpx2; the client works the same.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,24 @@ def client(catalog):
 
     with TestClient(create_app(catalog, workers=1, queue=4)) as test_client:
         yield test_client
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """A real uvicorn on 127.0.0.1 (a free port) in a thread; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -161,6 +161,7 @@ def create_app(
         invert: Annotated[str, Form(pattern="^(auto|yes|no)$", description="grayscale runs")] = "auto",
         seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="seed of the denoising noise")] = 0,
         label: Annotated[int | None, Form(ge=0, description="class-conditional runs")] = None,
+        crop: Annotated[bool, Form(description="grayscale runs: frame the ink as MNIST does")] = True,
     ) -> dict[str, Any]:
         run = served(name)
         if not run.can_reconstruct:
@@ -170,7 +171,7 @@ def create_app(
         check_label(run, label)
         data = await file.read()
         choice = {"auto": None, "yes": True, "no": False}[invert]
-        return await pool.run(reconstruct_json, run, data, choice, seed, label)
+        return await pool.run(reconstruct_json, run, data, choice, crop, seed, label)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -226,9 +227,11 @@ def interpolate_png(run: ServedRun, request: InterpolateRequest) -> bytes:
     return encode_png(viz.make_grid(images, nrow=len(fractions)), provenance, request.scale)
 
 
-def reconstruct_json(run: ServedRun, data: bytes, invert: bool | None, seed: int, label: int | None) -> dict:
+def reconstruct_json(
+    run: ServedRun, data: bytes, invert: bool | None, crop: bool, seed: int, label: int | None
+) -> dict[str, Any]:
     model = run.model
-    clean = decode_upload(data, tuple(model.config.image_shape), invert)  # (1, C, H, W) in [0, 1]
+    clean = decode_upload(data, tuple(model.config.image_shape), invert, crop)  # (1, C, H, W) in [0, 1]
     labels = None if label is None else torch.tensor([label])
 
     def reconstruct(x: torch.Tensor) -> torch.Tensor:

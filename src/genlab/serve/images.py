@@ -33,11 +33,15 @@ class UploadError(GenlabError):
         self.status = status
 
 
-def decode_upload(data: bytes, image_shape: tuple[int, int, int], invert: bool | None = None) -> torch.Tensor:
+def decode_upload(
+    data: bytes, image_shape: tuple[int, int, int], invert: bool | None = None, crop: bool = True
+) -> torch.Tensor:
     """Untrusted image bytes -> (1, C, H, W) float in [0, 1] in the run's shape.
 
     Transparent parts become black (a drawing on a transparent canvas is a digit on black, as in MNIST).
-    For one-channel runs, invert=None inverts when the border is bright (dark ink on white paper).
+    For one-channel runs, invert=None inverts when the border is bright (dark ink on white paper), and
+    crop=True frames the ink as MNIST does (its bounding box scaled into the central 20/28 of the image),
+    so a digit drawn anywhere on a large canvas meets the model the way its training digits did.
     """
     channels, height, width = image_shape
     image = _open_checked(data)
@@ -45,7 +49,11 @@ def decode_upload(data: bytes, image_shape: tuple[int, int, int], invert: bool |
     image = _flatten_alpha(image).convert("L" if channels == 1 else "RGB")
     if channels == 1 and (invert if invert is not None else _border_is_bright(image)):
         image = ImageOps.invert(image)
-    image = _pad_to_aspect(image, width / height).resize((width, height), Image.LANCZOS)
+    if channels == 1 and crop:
+        image = _frame_ink(image, width / height)
+    image = _pad_to_aspect(image, width / height)
+    # Area averaging when shrinking (no ringing around strokes, like MNIST's anti-aliasing); bilinear up.
+    image = image.resize((width, height), Image.BOX if image.width >= width else Image.BILINEAR)
     array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W) or (H, W, 3)
     tensor = torch.from_numpy(array.reshape(height, width, channels).copy()).permute(2, 0, 1)
     if tensor.shape[0] != channels:
@@ -97,6 +105,19 @@ def _border_is_bright(image: Image.Image) -> bool:
     array = np.asarray(image, dtype=np.float32)
     border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
     return float(border.mean()) > 127.5
+
+
+def _frame_ink(image: Image.Image, aspect: float, ink_level: int = 40, fill: float = 20 / 28) -> Image.Image:
+    """Crop a bright-on-dark image to its ink and centre it on black with MNIST's margin."""
+    mask = np.asarray(image) > ink_level
+    if not mask.any():
+        return image  # blank: nothing to frame
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    ink = image.crop((int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1))
+    height = round(max(ink.width / aspect, ink.height) / fill)  # the ink fills `fill` of the longer side
+    canvas = Image.new("L", (max(ink.width, round(height * aspect)), max(ink.height, height)), 0)
+    canvas.paste(ink, ((canvas.width - ink.width) // 2, (canvas.height - ink.height) // 2))
+    return canvas
 
 
 def _pad_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
