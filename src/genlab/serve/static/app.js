@@ -90,7 +90,7 @@ function renderFacts(run) {
   title.append(badge);
   const epochs = run.epoch === run.epochs_planned ? `${run.epoch}` : `${run.epoch} of ${run.epochs_planned}`;
   const facts = [
-    ["dataset", run.dataset], ["preset", run.preset], ["epochs", epochs], ["steps", run.step],
+    ["dataset", String(run.dataset).split("/").pop()], ["preset", run.preset], ["epochs", epochs], ["steps", run.step],
     ["parameters", Number(run.parameters).toLocaleString("en")], ["image", run.image_shape.join(" × ")],
     ["checkpoint", run.checkpoint],
   ];
