@@ -168,7 +168,11 @@ def train_default_runs(work: Path) -> list[str]:
     """One epoch of each default preset (gan, vae, denoising ae): real sizes, quick to make."""
     import genlab
 
-    recipes = {"gan": {"model": "gan"}, "vae": {"model": "vae"}, "dae": {"model": "ae", "preset": "denoising"}}
+    recipes = {
+        "gan": {"model": "gan"},
+        "vae": {"model": "vae"},
+        "dae": {"model": "ae", "preset": "denoising"},
+    }
     runs = []
     for name, recipe in recipes.items():
         if not (work / name / "config.json").is_file():

@@ -23,7 +23,9 @@ def png_bytes(image: Image.Image, format: str = "PNG") -> bytes:
 def drawn_digit(size: int = 224, background: int = 0, ink: int = 255) -> bytes:
     """A '0' drawn with a thick pen, as the page's canvas sends it."""
     image = Image.new("L", (size, size), background)
-    ImageDraw.Draw(image).ellipse((size // 4, size // 8, 3 * size // 4, 7 * size // 8), outline=ink, width=size // 11)
+    ImageDraw.Draw(image).ellipse(
+        (size // 4, size // 8, 3 * size // 4, 7 * size // 8), outline=ink, width=size // 11
+    )
     return png_bytes(image)
 
 

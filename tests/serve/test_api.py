@@ -45,8 +45,15 @@ def test_docs_are_offline_and_the_schema_names_every_route(client):
     docs = client.get("/api/docs")
     assert docs.status_code == 200 and "/static/api.js" in docs.text
     paths = client.get("/api/openapi.json").json()["paths"]
-    for route in ("/api/runs", "/api/runs/{name}", "/api/runs/{name}/sample", "/api/runs/{name}/interpolate",
-                  "/api/runs/{name}/reconstruct", "/api/runs/{name}/losses", "/api/runs/{name}/figures/{figure}"):
+    for route in (
+        "/api/runs",
+        "/api/runs/{name}",
+        "/api/runs/{name}/sample",
+        "/api/runs/{name}/interpolate",
+        "/api/runs/{name}/reconstruct",
+        "/api/runs/{name}/losses",
+        "/api/runs/{name}/figures/{figure}",
+    ):
         assert route in paths
     sample = paths["/api/runs/{name}/sample"]["post"]
     assert "image/png" in sample["responses"]["200"]["content"]
@@ -72,7 +79,11 @@ def test_run_details(client):
 
 def test_eval_figures_come_from_eval_json(served_runs, tmp_path):
     run_dir = shutil.copytree(served_runs["vae"], tmp_path / "vae")
-    metrics = {"fid": 12.5, "kid_mean": float("nan"), "class_coverage": {"normalized_entropy": 0.9, "rarest_share": 0.05}}
+    metrics = {
+        "fid": 12.5,
+        "kid_mean": float("nan"),
+        "class_coverage": {"normalized_entropy": 0.9, "rarest_share": 0.05},
+    }
     (run_dir / "eval.json").write_text(json.dumps({"metrics": metrics}))
     figures = {f["key"]: f for f in load_served_run("vae", run_dir).eval_figures}
     assert figures["fid"]["value"] == 12.5 and figures["fid"]["lower_is_better"] is True
@@ -145,7 +156,9 @@ def test_dark_ink_on_white_is_inverted_unless_told_not_to(client):
     paper = drawn_digit(background=255, ink=0)
     auto = client.post("/api/runs/vae/reconstruct", files={"file": ("d.png", paper, "image/png")}).json()
     kept = client.post(
-        "/api/runs/vae/reconstruct", files={"file": ("d.png", paper, "image/png")}, data={"invert": "no", "crop": "false"}
+        "/api/runs/vae/reconstruct",
+        files={"file": ("d.png", paper, "image/png")},
+        data={"invert": "no", "crop": "false"},
     ).json()
     assert pixels(from_data_url(auto["input"]))[0, 0] == 0
     assert pixels(from_data_url(kept["input"]))[0, 0] == 255
@@ -161,9 +174,14 @@ def test_denoising_run_adds_seeded_noise_and_reports_psnr(client):
     assert report["noise_std"] == 0.3 and report["seed"] == 5
     clean, noisy = (pixels(from_data_url(url)) / 255.0 for url in (body["input"], report["noisy"]))
     assert np.abs(noisy - clean).mean() > 0.05  # visibly noisy
-    assert report["psnr_noisy_db"] == pytest.approx(psnr(torch.tensor(noisy)[None, None], torch.tensor(clean)[None, None]), abs=0.2)
+    assert report["psnr_noisy_db"] == pytest.approx(
+        psnr(torch.tensor(noisy)[None, None], torch.tensor(clean)[None, None]), abs=0.2
+    )
     assert np.isfinite(report["psnr_denoised_db"])
-    assert denoise(5)["denoising"]["noisy"] == report["noisy"] and denoise(6)["denoising"]["noisy"] != report["noisy"]
+    assert (
+        denoise(5)["denoising"]["noisy"] == report["noisy"]
+        and denoise(6)["denoising"]["noisy"] != report["noisy"]
+    )
 
 
 # --- class-conditional runs (a fake model with the zoo's interface) ---------------------------------------------
@@ -185,8 +203,12 @@ def test_conditional_run_takes_labels_everywhere(conditional_client):
     assert read_provenance(response.content)["label"] == 7
     client.post("/api/runs/cvae/interpolate", json={"steps": 4, "label": 2})
     assert model.seen_labels[-1].tolist() == [2, 2, 2, 2]
-    walk = client.post("/api/runs/cvae/interpolate", json={"steps": 3, "seed_a": 11})  # label drawn from seed_a
-    assert len(set(model.seen_labels[-1].tolist())) == 1 and read_provenance(walk.content)["label"] is not None
+    walk = client.post(
+        "/api/runs/cvae/interpolate", json={"steps": 3, "seed_a": 11}
+    )  # label drawn from seed_a
+    assert (
+        len(set(model.seen_labels[-1].tolist())) == 1 and read_provenance(walk.content)["label"] is not None
+    )
     files = {"file": ("d.png", drawn_digit(), "image/png")}
     assert "class-conditional" in error_of(client.post("/api/runs/cvae/reconstruct", files=files), 422)
     assert client.post("/api/runs/cvae/reconstruct", files=files, data={"label": "4"}).status_code == 200
@@ -233,14 +255,18 @@ def test_interpolate_validation(client, body, words):
 
 def test_body_and_content_type_errors(client):
     url = "/api/runs/gan/sample"
-    assert error_of(client.post(url, content=b"{not json", headers={"content-type": "application/json"}), 422) == (
-        "request body is not valid JSON"
-    )
+    assert error_of(
+        client.post(url, content=b"{not json", headers={"content-type": "application/json"}), 422
+    ) == ("request body is not valid JSON")
     assert "JSON object" in error_of(client.post(url, headers={"content-type": "application/json"}), 422)
     assert "dictionary" in error_of(client.post(url, json=[1, 2]), 422)
-    assert "application/json" in error_of(client.post(url, content=b"n=4", headers={"content-type": "text/plain"}), 415)
+    assert "application/json" in error_of(
+        client.post(url, content=b"n=4", headers={"content-type": "text/plain"}), 415
+    )
     assert "got none" in error_of(client.post(url, content=b"{}"), 415)
-    assert "multipart/form-data" in error_of(client.post("/api/runs/vae/reconstruct", json={"file": "x"}), 415)
+    assert "multipart/form-data" in error_of(
+        client.post("/api/runs/vae/reconstruct", json={"file": "x"}), 415
+    )
     error_of(client.get(url), 405)
 
 

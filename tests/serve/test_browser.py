@@ -19,7 +19,9 @@ from genlab.serve import create_app
 from .conftest import live_server
 from .helpers import conditional_copy, drawn_digit
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (the test extra)")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="the browser test needs playwright (the test extra)"
+)
 CHROMIUM = os.environ.get("GENLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 # The machine's closed network: no background fetches, updates or QUIC probes.
 CHROMIUM_ARGS = [
@@ -111,7 +113,9 @@ def test_page_samples_seeds_classes_and_reconstructs(page, tmp_path):
     page.click("button[data-run='cvae']")
     picker = page.locator("#class-picker")
     expect(picker).to_be_visible()
-    with page.expect_request(lambda request: request.url.endswith("/sample") and '"label":3' in (request.post_data or "")):
+    with page.expect_request(
+        lambda request: request.url.endswith("/sample") and '"label":3' in (request.post_data or "")
+    ):
         page.select_option("#class-select", "3")
     # An unconditional run hides it again, and a GAN has no reconstruction panel.
     page.click("button[data-run='gan']")

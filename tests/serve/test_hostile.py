@@ -28,7 +28,9 @@ def png_bomb(side: int, complete: bool) -> bytes:
     row = b"\x00" * (side + 1)  # filter byte + pixels
     rows = side if complete else 1
     data = b"".join(compressor.compress(row) for _ in range(rows)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+    )
 
 
 def post_file(client, data: bytes, content_type: str = "image/png", name: str = "x.png"):
@@ -96,9 +98,13 @@ class TestHostileUploads:
     def test_allowed_formats_and_odd_shapes_are_converted(self, client):
         rgba = Image.new("RGBA", (40, 90), (0, 0, 0, 0))  # transparent, tall
         rgba.paste((255, 255, 255, 255), (10, 20, 30, 70))
-        for data in (png_bytes(rgba), png_bytes(Image.new("RGB", (50, 20), "white"), "JPEG"),
-                     png_bytes(Image.new("P", (30, 30)), "GIF"), png_bytes(Image.new("L", (64, 64)), "BMP"),
-                     png_bytes(Image.new("RGB", (64, 64)), "WEBP")):
+        for data in (
+            png_bytes(rgba),
+            png_bytes(Image.new("RGB", (50, 20), "white"), "JPEG"),
+            png_bytes(Image.new("P", (30, 30)), "GIF"),
+            png_bytes(Image.new("L", (64, 64)), "BMP"),
+            png_bytes(Image.new("RGB", (64, 64)), "WEBP"),
+        ):
             response = post_file(client, data)
             assert response.status_code == 200, response.text
             assert response.json()["image_shape"] == [1, 28, 28]
@@ -112,17 +118,21 @@ class TestHostileUploads:
             (b"anything", "multipart/form-data"),  # no boundary
             (b"", "multipart/form-data; boundary=xyz"),
         ]:
-            assert_clean_error(client.post(UPLOAD, content=content, headers={"content-type": ctype}), 400, 422)
+            assert_clean_error(
+                client.post(UPLOAD, content=content, headers={"content-type": ctype}), 400, 422
+            )
 
 
 @pytest.mark.usefixtures("still_answers")
 class TestHostileJSON:
     @pytest.mark.parametrize(
         "content",
-        [b"{", b"", b"null", b"[]", b'"n"', b"{\"n\": }", b"\xff\xfe\x00", b'{"n": 1e999}', b"[" * 100_000],
+        [b"{", b"", b"null", b"[]", b'"n"', b'{"n": }', b"\xff\xfe\x00", b'{"n": 1e999}', b"[" * 100_000],
     )
     def test_malformed_json(self, client, content):
-        response = client.post("/api/runs/gan/sample", content=content, headers={"content-type": "application/json"})
+        response = client.post(
+            "/api/runs/gan/sample", content=content, headers={"content-type": "application/json"}
+        )
         assert_clean_error(response, 400, 422)
 
     def test_huge_numbers(self, client):
@@ -131,7 +141,12 @@ class TestHostileJSON:
         assert_clean_error(client.post("/api/runs/gan/interpolate", json={"steps": 10**9}), 422)
 
     def test_wrong_content_types(self, client):
-        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=a", "image/png"):
+        for ctype in (
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=a",
+            "image/png",
+        ):
             response = client.post("/api/runs/gan/sample", content=b"{}", headers={"content-type": ctype})
             assert_clean_error(response, 415)
 

@@ -92,7 +92,7 @@ def create_app(
     app = FastAPI(
         title="genlab serve",
         version=__version__,
-        description="Sample, walk and reconstruct with trained genlab runs. Errors are {\"error\": message}.",
+        description='Sample, walk and reconstruct with trained genlab runs. Errors are {"error": message}.',
         docs_url=None,  # FastAPI's docs page loads its assets from a CDN; /api/docs renders the schema locally
         redoc_url=None,
         openapi_url="/api/openapi.json",
@@ -157,7 +157,9 @@ def create_app(
     @app.post("/api/runs/{name}/reconstruct", summary="Reconstruct (and denoise) an uploaded image")
     async def reconstruct(
         name: str,
-        file: Annotated[UploadFile, File(description="PNG, JPEG, GIF, BMP or WebP; converted to the run's shape")],
+        file: Annotated[
+            UploadFile, File(description="PNG, JPEG, GIF, BMP or WebP; converted to the run's shape")
+        ],
         invert: Annotated[str, Form(pattern="^(auto|yes|no)$", description="grayscale runs")] = "auto",
         seed: Annotated[int, Form(ge=0, le=MAX_SEED, description="seed of the denoising noise")] = 0,
         label: Annotated[int | None, Form(ge=0, description="class-conditional runs")] = None,
@@ -165,9 +167,13 @@ def create_app(
     ) -> dict[str, Any]:
         run = served(name)
         if not run.can_reconstruct:
-            raise HTTPException(400, f"run {name!r} is a {run.model.name}: it has no encoder to reconstruct with")
+            raise HTTPException(
+                400, f"run {name!r} is a {run.model.name}: it has no encoder to reconstruct with"
+            )
         if run.is_conditional and label is None:
-            raise HTTPException(422, f"run {name!r} is class-conditional: give a label in 0..{run.num_classes - 1}")
+            raise HTTPException(
+                422, f"run {name!r} is class-conditional: give a label in 0..{run.num_classes - 1}"
+            )
         check_label(run, label)
         data = await file.read()
         choice = {"auto": None, "yes": True, "no": False}[invert]
@@ -210,7 +216,9 @@ def sample_png(run: ServedRun, request: SampleRequest) -> bytes:
 
 def interpolate_png(run: ServedRun, request: InterpolateRequest) -> bytes:
     model = run.model
-    codes = [model.sample_latent(1, torch.Generator().manual_seed(s))[0] for s in (request.seed_a, request.seed_b)]
+    codes = [
+        model.sample_latent(1, torch.Generator().manual_seed(s))[0] for s in (request.seed_a, request.seed_b)
+    ]
     fractions = torch.linspace(0, 1, request.steps) if request.t is None else torch.tensor([request.t])
     fractions = fractions.to(codes[0].device)
     labels = _labels(run, request.label, len(fractions), request.seed_a)

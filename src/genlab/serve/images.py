@@ -83,7 +83,9 @@ def _open_checked(data: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UploadError(f"image refused as a decompression bomb: {exc}", 413) from exc
     except Image.UnidentifiedImageError as exc:
-        raise UploadError(f"not an image of an allowed type ({', '.join(ALLOWED_FORMATS).lower()})", 415) from exc
+        raise UploadError(
+            f"not an image of an allowed type ({', '.join(ALLOWED_FORMATS).lower()})", 415
+        ) from exc
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
         first_line = (str(exc).splitlines() or ["unreadable data"])[0]
         raise UploadError(f"could not decode the image: {first_line}") from exc
