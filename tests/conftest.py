@@ -51,3 +51,13 @@ def _fixed_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory: pytest.TempPathFactory, mnist_small_npz: Path) -> dict[str, Path]:
+    """One-epoch gan/vae/ae runs (EMA kept) on the 256 digits, shared by the provenance, explain and export
+    tests; tests read them and write elsewhere."""
+    from tests.trust_runs import train_tiny
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    return {name: train_tiny(root, mnist_small_npz, name, ema_decay=0.9) for name in ("gan", "vae", "ae")}

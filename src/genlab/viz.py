@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -31,17 +32,30 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
-def save_image(array: np.ndarray, path: str | Path, scale: int = 1) -> None:
-    """Save an (H, W, C) uint8 array as PNG, optionally upscaled with nearest neighbour for visibility."""
+def save_image(
+    array: np.ndarray, path: str | Path | BinaryIO, scale: int = 1, provenance: dict[str, Any] | None = None
+) -> None:
+    """Save an (H, W, C) uint8 array as PNG to a path or a binary file object (a served response),
+    optionally upscaled with nearest neighbour for visibility. Every PNG carries provenance metadata
+    (genlab.provenance): the given record, else the basic one."""
+    from . import provenance as prov
+
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    if isinstance(path, (str, Path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", pnginfo=prov.png_info(provenance or prov.basic()))
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 2) -> None:
-    save_image(make_grid(images, nrow), path, scale)
+def save_grid(
+    images: torch.Tensor,
+    path: str | Path | BinaryIO,
+    nrow: int | None = None,
+    scale: int = 2,
+    provenance: dict[str, Any] | None = None,
+) -> None:
+    save_image(make_grid(images, nrow), path, scale, provenance)
 
 
 def plot_losses(records: list[dict], path: str | Path) -> None:

@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import GenlabError
-from . import evaluate, explore, serve, train
+from . import evaluate, explore, serve, train, trust
 from .common import Parser
 
-COMMAND_GROUPS = [train, explore, evaluate, serve]
+COMMAND_GROUPS = [train, explore, evaluate, trust, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError
 from .common import device, positive_int, test_images
+from .trust import add_signing_options, signer_from_args
 
 
 def register(commands) -> None:
@@ -21,6 +22,7 @@ def register(commands) -> None:
     )
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--device", default="cpu")
+    add_signing_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
     reconstruct = commands.add_parser("reconstruct", help="originals above reconstructions (ae, vae)")
@@ -52,25 +54,31 @@ def register(commands) -> None:
 
 
 def cmd_sample(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..runs import load
 
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".npz"):
+        raise ConfigError(f"--out must end in .png or .npz, got {out.name!r}")
+    signer = signer_from_args(args)
+    if signer and out.suffix.lower() != ".png":
+        raise ConfigError("--sign-cert/--sign-key sign PNG files: use an --out ending in .png")
     run = load(args.run_dir, device=device(args.device))
     images = run.sample(args.n, seed=args.seed)
-    out = Path(args.out)
+    record = provenance.for_run(run, seed=args.seed)
     if out.suffix.lower() == ".png":
-        viz.save_grid(images, out)
-    elif out.suffix.lower() == ".npz":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out, images=viz.to_uint8_hwc(images))
+        viz.save_grid(images, out, provenance=record)
+        if signer:
+            signer.sign(out, record)
     else:
-        raise ConfigError(f"--out must end in .png or .npz, got {out.name!r}")
-    print(f"wrote {args.n} samples to {out}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out, images=viz.to_uint8_hwc(images), provenance=provenance.npz_field(record))
+    print(f"wrote {args.n} samples to {out}" + (" (C2PA-signed)" if signer else ""))
     return 0
 
 
 def cmd_reconstruct(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..metrics.image_quality import mse
     from ..runs import load
 
@@ -79,7 +87,8 @@ def cmd_reconstruct(args) -> int:
     reconstructions = torch.cat([run.reconstruct(chunk).cpu() for chunk in images.split(500)])
     error = mse(reconstructions, images)
     n = min(args.n, len(images))
-    viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n)
+    record = provenance.for_run(run, kind="originals above reconstructions", composite=True)
+    viz.save_grid(torch.cat([images[:n], reconstructions[:n]]), args.out, nrow=n, provenance=record)
     print(
         f"wrote {n} originals above their reconstructions to {args.out}; "
         f"{args.split} reconstruction MSE per pixel over {len(images)} images: {error:.5f}"
@@ -88,7 +97,7 @@ def cmd_reconstruct(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    from .. import viz
+    from .. import provenance, viz
     from ..runs import load
 
     run = load(args.run_dir, device=device(args.device))
@@ -109,7 +118,8 @@ def cmd_interpolate(args) -> int:
     )
     with torch.no_grad():
         model.eval()
-        viz.save_grid(model.generate(path), args.out, nrow=args.steps)
+        record = provenance.for_run(run, seed=args.seed, kind="latent interpolations")
+        viz.save_grid(model.generate(path), args.out, nrow=args.steps, provenance=record)
     print(f"wrote {len(codes) // 2} interpolations of {args.steps} steps to {args.out}")
     return 0
 

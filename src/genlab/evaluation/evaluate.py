@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import __version__
+from .. import __version__, provenance
 from ..data import ImageDataset, load_dataset
 from ..errors import ConfigError, DataError
 from ..metrics.classifier import class_coverage, classifier_score
@@ -231,6 +231,7 @@ def evaluate_run(
         timings["likelihood_s"] = time.perf_counter() - clock
     result["timings"] = timings
     result["_images"] = {"samples": samples, "train": train.images}
+    result["_provenance"] = provenance.for_run(run, seed=seed, kind="eval samples")
     return result
 
 

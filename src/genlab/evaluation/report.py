@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .. import viz
+from .. import provenance, viz
 from ..errors import GenlabError
 from ..training.checkpoint import write_json_atomic
 
@@ -90,12 +90,14 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     public = {k: v for k, v in result.items() if not k.startswith("_")}
     written = []
     samples = images.get("samples")
+    record = result.get("_provenance")
     if samples is not None:
-        viz.save_grid(samples[:64], out / SAMPLES_PNG)
+        viz.save_grid(samples[:64], out / SAMPLES_PNG, provenance=record)
         written.append(out / SAMPLES_PNG)
     memorization = public["metrics"].get("memorization")
     if memorization and samples is not None and images.get("train") is not None:
-        _save_nearest_pairs(memorization, samples, images["train"], out / NEAREST_PNG)
+        composite = {**record, "kind": "samples above their nearest training images"} if record else None
+        _save_nearest_pairs(memorization, samples, images["train"], out / NEAREST_PNG, composite)
         written.append(out / NEAREST_PNG)
     coverage = public["metrics"].get("class_coverage")
     if coverage:
@@ -106,11 +108,15 @@ def write_report(result: dict[str, Any], out_dir: str | Path) -> list[Path]:
     return [out / EVAL_JSON, out / EVAL_MD, *written]
 
 
-def _save_nearest_pairs(memorization: dict, samples: torch.Tensor, train: torch.Tensor, path: Path) -> None:
+def _save_nearest_pairs(
+    memorization: dict, samples: torch.Tensor, train: torch.Tensor, path: Path, record: dict | None = None
+) -> None:
     pairs = memorization["closest_pairs"]
     top = samples[[p["sample"] for p in pairs]]  # (k, C, H, W)
     bottom = train[[p["train"] for p in pairs]].float() / 255.0  # (k, C, H, W)
-    viz.save_grid(torch.cat([top, bottom]), path, nrow=len(pairs), scale=3)
+    if record:
+        record = {**record, "digital_source_type": provenance.IPTC_COMPOSITE}
+    viz.save_grid(torch.cat([top, bottom]), path, nrow=len(pairs), scale=3, provenance=record)
 
 
 def save_class_histogram(coverage: dict[str, Any], path: Path) -> None:

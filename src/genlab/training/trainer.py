@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import viz
+from .. import provenance, viz
 from ..config import TrainConfig
 from ..data import DeviceBatches, ImageDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingError
@@ -277,8 +277,9 @@ class Trainer:
         sampler = self.sampling_model
         sampler.fit_sampler(self.images)  # only the weights that sample need a fitted prior
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
-        viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png")
-        viz.save_grid(grid, self.run_dir / "samples.png")
+        origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
+        viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)
+        viz.save_grid(grid, self.run_dir / "samples.png", provenance=origin)
         every = self.config.eval_every
         if every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0:  # completed epochs only
             self._quick_eval(sampler)

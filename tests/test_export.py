@@ -1,0 +1,98 @@
+"""ONNX export: every family's graphs run in onnxruntime at any batch size and match PyTorch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import genlab
+from genlab.cli import main
+from genlab.export import export_onnx
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture
+def runs(tiny_runs) -> dict[str, Path]:
+    return tiny_runs
+
+
+def session(path: Path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", ["gan", "vae", "ae"])
+def test_exported_graphs_match_pytorch_at_other_batch_sizes(runs, tmp_path, name):
+    run = genlab.load(runs[name])
+    written = export_onnx(run, tmp_path)
+    description = json.loads((tmp_path / "model.json").read_text())
+    assert {p.name for p in written} == {"model.json", *(g["file"] for g in description["graphs"].values())}
+    model = run.model
+    decoder_name = "generator" if name == "gan" else "decoder"
+    assert set(description["graphs"]) == ({decoder_name} if name == "gan" else {decoder_name, "encoder"})
+    for batch in (1, 5):  # exported with batch 2: the batch axis must be dynamic
+        z = model.sample_latent(batch, torch.Generator().manual_seed(batch)).float()
+        decoder = session(tmp_path / description["graphs"][decoder_name]["file"])
+        (onnx_images,) = decoder.run(None, {"z": z.numpy()})
+        with torch.no_grad():
+            torch_images = model.generate(z).numpy()
+        assert onnx_images.shape == (batch, *model.config.image_shape)
+        assert np.abs(onnx_images - torch_images).max() < 1e-4
+        assert onnx_images.min() >= 0.0 and onnx_images.max() <= 1.0
+        if name != "gan":
+            images = torch.from_numpy(onnx_images)
+            outputs = session(tmp_path / "encoder.onnx").run(None, {"images": onnx_images})
+            with torch.no_grad():
+                expected = model.encode(images)
+            expected = expected if isinstance(expected, tuple) else (expected,)
+            assert len(outputs) == len(expected)
+            for got, want in zip(outputs, expected):
+                assert got.shape == (batch, model.config.latent_dim)
+                assert np.abs(got - want.numpy()).max() < 1e-4
+
+
+def test_model_json_describes_each_graph(runs, tmp_path):
+    run = genlab.load(runs["vae"])
+    export_onnx(run, tmp_path)
+    description = json.loads((tmp_path / "model.json").read_text())
+    assert description["latent_prior"]["kind"] == "standard normal"
+    assert description["provenance"]["checkpoint_sha256"] == genlab.provenance.checkpoint_sha256(
+        run.checkpoint
+    )
+    for graph in description["graphs"].values():
+        onnx_session = session(tmp_path / graph["file"])
+        for described, actual in (
+            (graph["inputs"], onnx_session.get_inputs()),
+            (graph["outputs"], onnx_session.get_outputs()),
+        ):
+            assert [d["name"] for d in described] == [a.name for a in actual]
+            for d, a in zip(described, actual):
+                assert a.shape[0] == "batch" and list(a.shape[1:]) == d["shape"][1:] and d["meaning"]
+    assert [o["name"] for o in description["graphs"]["encoder"]["outputs"]] == ["mu", "logvar"]
+    assert description["graphs"]["decoder"]["outputs"][0]["range"] == [0.0, 1.0]
+
+
+def test_autoencoder_export_carries_its_mixture_prior(runs, tmp_path):
+    run = genlab.load(runs["ae"])
+    export_onnx(run, tmp_path)
+    prior = json.loads((tmp_path / "model.json").read_text())["latent_prior"]
+    assert np.allclose(prior["means"], run.model.prior.means.numpy())
+    assert np.isclose(np.exp(prior["log_weights"]).sum(), 1.0, atol=1e-5)
+
+
+def test_cli_export_and_its_errors(runs, tmp_path, capsys, monkeypatch):
+    assert main(["export", str(runs["gan"]), "--format", "onnx", "--out", str(tmp_path / "gan")]) == 0
+    assert (tmp_path / "gan" / "generator.onnx").is_file()
+    capsys.readouterr()
+    assert main(["export", str(runs["gan"]), "--format", "tflite", "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["export", str(runs["gan"]), "--out", str(tmp_path / "x")]) == 2
+    assert "genlab[export]" in capsys.readouterr().err
