@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from genlab import provenance
 from genlab.metrics.image_quality import psnr
 from genlab.serve import create_app
 from genlab.serve.app import MAX_N, MAX_SEED
@@ -111,7 +112,7 @@ def test_figures_route_returns_pngs_with_provenance(client):
 
 
 # --- sample and interpolate ---------------------------------------------------------------------------------
-def test_sample_png_is_seeded_and_carries_provenance(client, catalog):
+def test_sample_png_is_seeded_and_carries_provenance(client, catalog, tmp_path):
     first = client.post("/api/runs/gan/sample", json={"n": 4, "seed": 7})
     assert first.status_code == 200 and first.headers["content-type"] == "image/png"
     assert pixels(first.content).shape == (2 * 30 + 2, 2 * 30 + 2)  # 2x2 tiles of 28 with 2-pixel gaps
@@ -119,8 +120,12 @@ def test_sample_png_is_seeded_and_carries_provenance(client, catalog):
     other = client.post("/api/runs/gan/sample", json={"n": 4, "seed": 8})
     assert not np.array_equal(pixels(other.content), pixels(first.content))
     record = read_provenance(first.content)
-    assert record["operation"] == "sample" and record["seed"] == 7 and record["n"] == 4
-    assert record["run"] == "gan" and record["weights_sha256"] == catalog["gan"].weights_sha256
+    assert record["operation"] == "sample" and record["seed"] == "7" and record["n"] == 4
+    assert record["served_as"] == "gan" and record["checkpoint_sha256"] == catalog["gan"].weights_sha256
+    (tmp_path / "s.png").write_bytes(first.content)
+    official = provenance.read(tmp_path / "s.png")  # genlab's own reader understands served PNGs
+    assert official["seed"] == 7 and official["kind"] == "samples" and official["model"] == "gan"
+    assert official["digital_source_type"] == provenance.IPTC_TRAINED
     big = client.post("/api/runs/gan/sample", json={"n": 4, "seed": 7, "scale": 3})
     assert pixels(big.content).shape == (3 * 62, 3 * 62)
     assert client.post("/api/runs/vae/sample", json={}).status_code == 200  # every field has a default
@@ -149,7 +154,8 @@ def test_reconstruct_returns_input_reconstruction_and_psnr(client):
     assert given[:4].max() == 0 and given[14].max() > 200  # MNIST framing: margin on top, ink in the middle
     expected = psnr(torch.tensor(rebuilt / 255.0)[None, None], torch.tensor(given / 255.0)[None, None])
     assert body["psnr_db"] == pytest.approx(expected, abs=0.2)  # the PNGs are rounded to 8 bits
-    assert read_provenance(from_data_url(body["reconstruction"]))["operation"] == "reconstruct"
+    assert read_provenance(from_data_url(body["reconstruction"]))["kind"] == "reconstruction"
+    assert read_provenance(from_data_url(body["input"]))["kind"] == "uploaded input"
 
 
 def test_dark_ink_on_white_is_inverted_unless_told_not_to(client):
@@ -200,7 +206,7 @@ def test_conditional_run_takes_labels_everywhere(conditional_client):
     assert detail["conditional"] is True and detail["num_classes"] == 10
     response = client.post("/api/runs/cvae/sample", json={"n": 3, "label": 7})
     assert response.status_code == 200 and model.seen_labels[-1].tolist() == [7, 7, 7]
-    assert read_provenance(response.content)["label"] == 7
+    assert read_provenance(response.content)["label"] == "7"
     client.post("/api/runs/cvae/interpolate", json={"steps": 4, "label": 2})
     assert model.seen_labels[-1].tolist() == [2, 2, 2, 2]
     walk = client.post(

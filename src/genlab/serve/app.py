@@ -45,7 +45,14 @@ MAX_STEPS = 16
 MAX_SEED = 2**32 - 1
 MAX_SCALE = 8
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
-PNG = {200: {"content": {"image/png": {}}, "description": "a PNG with a genlab provenance iTXt chunk"}}
+PNG = {
+    200: {
+        "content": {"image/png": {}},
+        "description": "a PNG carrying genlab provenance (XMP + genlab:* iTXt)",
+    }
+}
+# IPTC source type of the images the server returns that are the client's upload, resized and framed
+UPLOAD_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/algorithmicallyEnhanced"
 log = logging.getLogger("genlab.serve")
 
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description=f"0..{MAX_SEED}; the same seed, the same images")]
@@ -210,7 +217,9 @@ def sample_png(run: ServedRun, request: SampleRequest) -> bytes:
     labels = torch.full((request.n,), request.label, dtype=torch.long) if request.label is not None else None
     with torch.no_grad():
         images = run.run.sample(request.n, seed=request.seed, labels=labels).cpu()
-    provenance = run.provenance("sample", n=request.n, seed=request.seed, label=request.label)
+    provenance = run.provenance(
+        "samples", seed=request.seed, label=request.label, operation="sample", n=request.n
+    )
     return encode_png(viz.make_grid(images), provenance, request.scale)
 
 
@@ -226,11 +235,12 @@ def interpolate_png(run: ServedRun, request: InterpolateRequest) -> bytes:
         path = model.interpolate_latents(codes[0], codes[1], fractions)
         images = (model.generate(path) if labels is None else model.generate(path, labels=labels)).cpu()
     provenance = run.provenance(
-        "interpolate",
-        seed_a=request.seed_a,
+        "interpolation",
+        seed=request.seed_a,
+        label=None if labels is None else int(labels[0]),
+        operation="interpolate",
         seed_b=request.seed_b,
         t=[round(float(f), 6) for f in fractions],
-        label=None if labels is None else int(labels[0]),
     )
     return encode_png(viz.make_grid(images, nrow=len(fractions)), provenance, request.scale)
 
@@ -248,15 +258,18 @@ def reconstruct_json(
             out = model.reconstruct(x) if labels is None else model.reconstruct(x, labels=labels.to(x.device))
         return out.cpu().clamp(0, 1)
 
-    def png(images: torch.Tensor, role: str) -> str:
-        return data_url(encode_png(viz.to_uint8_hwc(images)[0], run.provenance(role, seed=seed, label=label)))
+    def png(images: torch.Tensor, kind: str, made_by_model: bool = True) -> str:
+        # The converted upload and its noised copy are the client's image, not the model's: said so.
+        source = None if made_by_model else UPLOAD_SOURCE_TYPE
+        provenance = run.provenance(kind, seed=seed, label=label, source=source, operation="reconstruct")
+        return data_url(encode_png(viz.to_uint8_hwc(images)[0], provenance))
 
     recon = reconstruct(clean)
     result: dict[str, Any] = {
         "run": run.name,
         "image_shape": list(clean.shape[1:]),
-        "input": png(clean, "reconstruct-input"),
-        "reconstruction": png(recon, "reconstruct"),
+        "input": png(clean, "uploaded input", made_by_model=False),
+        "reconstruction": png(recon, "reconstruction"),
         "mse": mse(recon, clean),
         "psnr_db": psnr(recon, clean),
         "denoising": None,
@@ -268,8 +281,8 @@ def reconstruct_json(
         result["denoising"] = {
             **corruption,
             "seed": seed,
-            "noisy": png(noisy, "denoise-input"),
-            "denoised": png(denoised, "denoise"),
+            "noisy": png(noisy, "noisy input", made_by_model=False),
+            "denoised": png(denoised, "denoised"),
             "psnr_noisy_db": psnr(noisy, clean),
             "psnr_denoised_db": psnr(denoised, clean),
         }
@@ -289,7 +302,7 @@ def corrupt(clean: torch.Tensor, noise_std: float, mask_prob: float, seed: int) 
 def figure_png(run: ServedRun, figure: str) -> bytes:
     with Image.open(run.run.run_dir / FIGURES[figure]) as image:
         array = np.asarray(image.convert("RGB"))
-    return encode_png(array, run.provenance("figure", figure=figure))
+    return encode_png(array, run.provenance(f"figure {figure}", operation="figure", figure=figure))
 
 
 # --- errors: always {"error": one line}, never a traceback ---------------------------------------------

@@ -7,7 +7,6 @@ path, so no request can make the server open a file it was not told about.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import re
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
+from .. import provenance as prov
 from ..errors import ConfigError
 from ..runs import Run, load
 from ..training.checkpoint import CONFIG_FILE, read_json
@@ -37,7 +36,6 @@ class ServedRun:
     name: str
     run: Run
     class_names: list[str] | None
-    weights_sha256: str
     eval_figures: list[dict[str, Any]] | None
     _curves: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -94,21 +92,29 @@ class ServedRun:
             "model_config": _jsonable(dataclasses.asdict(self.model.config)),
         }
 
-    def provenance(self, operation: str, **details: Any) -> dict[str, Any]:
-        """What an image returned by the server is: which weights made it, how, from which seed/label."""
-        return {
-            "genlab_version": __version__,
-            "generator": "genlab serve",
-            "run": self.name,
-            "model": self.model.name,
-            "preset": self.run.config.preset,
-            "dataset": self.run.config.data,
+    @property
+    def weights_sha256(self) -> str:
+        return prov.checkpoint_sha256(self.run.checkpoint)
+
+    def provenance(
+        self,
+        kind: str,
+        seed: int | None = None,
+        label: int | None = None,
+        source: str | None = None,
+        **request: Any,
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What an image the server returns is: genlab's provenance record (model, run, SHA-256 of the
+        weights, seed, label, IPTC source type; `source` overrides the latter) and the request's details."""
+        record = prov.for_run(self.run, seed=seed, label=label, kind=kind)
+        if source is not None:
+            record["digital_source_type"] = source
+        details = {
+            "served_as": self.name,
             "checkpoint": self.run.checkpoint.name,
             "step": self.run.state.get("step"),
-            "weights_sha256": self.weights_sha256,
-            "operation": operation,
-            **details,
         }
+        return record, {**details, **request}
 
     def loss_curves(self) -> dict[str, Any]:
         """The logged series of metrics.jsonl, each thinned to at most MAX_CURVE_POINTS points."""
@@ -169,13 +175,10 @@ def load_served_run(name: str, run_dir: Path, device: str = "cpu") -> ServedRun:
     saved = read_json(run.run_dir / CONFIG_FILE)
     data = saved.get("data") if isinstance(saved, dict) else None
     class_names = data.get("class_names") if isinstance(data, dict) else None
-    weights = run.checkpoint / "ema.safetensors"
-    weights = weights if weights.is_file() else run.checkpoint / "model.safetensors"
     return ServedRun(
         name=name,
         run=run,
         class_names=[str(c) for c in class_names] if isinstance(class_names, list) else None,
-        weights_sha256=hashlib.sha256(weights.read_bytes()).hexdigest(),
         eval_figures=read_eval_figures(run.run_dir),
     )
 

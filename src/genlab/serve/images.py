@@ -15,14 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageOps
 
 from ..errors import GenlabError
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 MAX_UPLOAD_PIXELS = 4096 * 4096  # a large phone photo fits; anything bigger is refused before decoding
 MIN_UPLOAD_SIDE = 8  # smaller than this holds no digit worth reconstructing
-PROVENANCE_KEY = "genlab:provenance"  # the PNG iTXt keyword holding the JSON record
+REQUEST_KEY = (
+    "genlab:request"  # PNG iTXt chunk: the request's details as JSON, beside genlab.provenance's fields
+)
 
 
 class UploadError(GenlabError):
@@ -135,27 +137,31 @@ def _pad_to_aspect(image: Image.Image, aspect: float) -> Image.Image:
     return canvas
 
 
-def encode_png(array: np.ndarray, provenance: dict[str, Any], scale: int = 1) -> bytes:
-    """An (H, W, C) uint8 array -> PNG bytes carrying the provenance record as JSON in an iTXt chunk.
+def encode_png(array: np.ndarray, provenance: tuple[dict[str, Any], dict[str, Any]], scale: int = 1) -> bytes:
+    """An (H, W, C) uint8 array -> PNG bytes with genlab's provenance (genlab.provenance.png_info: XMP
+    source type and genlab:* fields) plus the request's details as JSON in a `genlab:request` chunk.
+    Every image the server returns goes through here."""
+    from .. import provenance as prov
 
-    Every image the server returns goes through here, so one change routes them all through a shared
-    provenance writer.
-    """
+    record, request = provenance
     image = Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)
     if scale > 1:
         image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
-    info = PngImagePlugin.PngInfo()
-    info.add_text("Software", f"genlab {provenance.get('genlab_version', '')}".strip())
-    info.add_itxt(PROVENANCE_KEY, json.dumps(provenance, sort_keys=True))
+    info = prov.png_info(record)
+    info.add_itxt(REQUEST_KEY, json.dumps(request, sort_keys=True))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
 def read_provenance(png: bytes) -> dict[str, Any]:
-    """The provenance record of a PNG written by encode_png (for tests and API clients)."""
+    """The genlab:* fields and request details of a PNG written by encode_png, as one flat dict (for
+    tests and API clients; genlab.provenance.read reads the same fields from a file)."""
     with Image.open(io.BytesIO(png)) as image:
-        return json.loads(image.text[PROVENANCE_KEY])
+        text = {key: value for key, value in image.info.items() if isinstance(value, str)}
+    fields = {key.removeprefix("genlab:"): value for key, value in text.items() if key.startswith("genlab:")}
+    request = json.loads(fields.pop(REQUEST_KEY.removeprefix("genlab:"), "{}"))
+    return {**fields, **request}
 
 
 def data_url(png: bytes) -> str:
