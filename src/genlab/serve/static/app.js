@@ -106,7 +106,8 @@ function renderFacts(run) {
     const name = document.createElement("td");
     name.textContent = `${figure.title} ${figure.lower_is_better ? "↓" : "↑"}`;
     const value = document.createElement("td");
-    value.textContent = Math.abs(figure.value) >= 100 ? figure.value.toFixed(1) : figure.value.toPrecision(3);
+    const size = Math.abs(figure.value);
+    value.textContent = figure.value.toFixed(size >= 100 ? 1 : size >= 1 ? 2 : 3);
     row.append(name, value);
     return row;
   }));
