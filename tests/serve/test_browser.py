@@ -121,3 +121,8 @@ def test_page_samples_seeds_classes_and_reconstructs(page, tmp_path):
     page.click("button[data-run='gan']")
     expect(picker).to_be_hidden()
     expect(page.locator("#recon-unavailable")).to_be_visible()
+
+    # The API docs render offline from the schema.
+    page.click("a.docs-link")
+    expect(page.locator(".endpoint")).to_have_count(8)
+    expect(page.locator(".endpoint").filter(has_text="/api/runs/{name}/sample")).to_contain_text("≤ 64")
