@@ -11,6 +11,8 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
@@ -33,8 +35,10 @@ def test_save_grid_writes_xmp_and_genlab_fields(tmp_path):
     viz.save_grid(torch.rand(4, 1, 8, 8), path, provenance=record)
     with Image.open(path) as image:
         text = image.text
-    assert "Iptc4xmpExt:DigitalSourceType" in text[provenance.XMP_KEY]
-    assert provenance.IPTC_TRAINED in text[provenance.XMP_KEY]
+    root = ElementTree.fromstring(text[provenance.XMP_KEY])  # well-formed XMP, read as XML
+    description = root.find(".//{http://www.w3.org/1999/02/22-rdf-syntax-ns#}Description")
+    source = description.get("{http://iptc.org/std/Iptc4xmpExt/2008-02-29/}DigitalSourceType")
+    assert source == provenance.IPTC_TRAINED
     assert text["genlab:seed"] == "7" and text["genlab:model"] == "vae"
     assert provenance.read(path) == record
 
@@ -278,3 +282,14 @@ def test_png_written_to_a_buffer_carries_provenance(tmp_path):
     (tmp_path / "served.png").write_bytes(buffer.getvalue())
     record = provenance.read(tmp_path / "served.png")
     assert (record["seed"], record["label"]) == (4, 1)
+
+
+def test_a_run_without_a_weights_file_has_no_hash(tmp_path):
+    run = SimpleNamespace(
+        model=SimpleNamespace(name="vae"),
+        config=SimpleNamespace(preset="default"),
+        run_dir=tmp_path,
+        checkpoint=tmp_path,
+    )
+    record = provenance.for_run(run, seed=1)
+    assert "checkpoint_sha256" not in record and record["seed"] == 1

@@ -30,6 +30,7 @@ TRAVERSAL_PNG, CLASSES_PNG, SALIENCY_PNG, REPORT_MD = (
 )
 SWEEP_SDS = 3.0  # traversals span +-3 standard deviations of the dimension
 SWAP_IMAGES = 300
+SMOOTHGRAD_COPIES, SMOOTHGRAD_NOISE = 16, 0.15  # noisy copies per saliency map; noise std / input range
 
 
 @dataclass
@@ -95,14 +96,13 @@ def _label_kwargs(model, labels: Tensor | None, n: int) -> dict:
 
 @torch.no_grad()
 def _generate(model, z: Tensor, labels: Tensor | None = None) -> Tensor:
-    return torch.cat(
-        [
-            model.generate(
-                chunk, **_label_kwargs(model, None if labels is None else labels[i : i + 1024], len(chunk))
-            )
-            for i, chunk in zip(range(0, len(z), 1024), z.split(1024))
-        ]
-    )
+    """Decode codes (N, d) in chunks of 1024 -> images (N, C, H, W) in [0, 1]."""
+    chunks = []
+    for start in range(0, len(z), 1024):
+        part = z[start : start + 1024]
+        part_labels = labels[start : start + 1024] if labels is not None else None
+        chunks.append(model.generate(part, **_label_kwargs(model, part_labels, len(part))))
+    return torch.cat(chunks)
 
 
 @torch.no_grad()
@@ -289,8 +289,8 @@ def _saliency(model, images, labels, seed, out, run, report) -> list[str]:
     )
     fakes = _generate(model, model.sample_latent(count, generator), sample_labels)
     real_labels = labels[:count] if labels is not None else None
-    fake_maps, fake_p = _input_gradients(model, score, fakes, sample_labels)
-    real_maps, real_p = _input_gradients(model, score, images[:count], real_labels)
+    fake_maps, fake_p = _input_gradients(model, score, fakes, sample_labels, seed=seed)
+    real_maps, real_p = _input_gradients(model, score, images[:count], real_labels, seed=seed)
     stroke_share = _stroke_share(fake_maps, fakes), _stroke_share(real_maps, images[:count])
     stroke_area = (
         float((fakes.amax(1) > 0.5).float().mean()),
@@ -311,8 +311,9 @@ def _saliency(model, images, labels, seed, out, run, report) -> list[str]:
         "## What the discriminator looks at",
         "",
         f"`{SALIENCY_PNG}`: {count} samples, their saliency maps, {count} real training images, theirs. A map is "
-        "|d logit / d pixel| of D's score for that image (max over channels, scaled to its own maximum; "
-        "bright = changing this pixel moves D's verdict most).",
+        f"|d logit / d pixel| of D's score for that image, averaged over {SMOOTHGRAD_COPIES} copies with "
+        f"Gaussian noise of {SMOOTHGRAD_NOISE:.0%} of the input range (SmoothGrad), max over channels, scaled "
+        "to its own maximum: bright = changing this pixel moves D's verdict most.",
         "",
         "| images | mean D(x) | share of saliency on stroke pixels (> 0.5) | stroke pixels' share of the image |",
         "| --- | ---: | ---: | ---: |",
@@ -336,18 +337,31 @@ def _discriminator(model):
     return None
 
 
-def _input_gradients(model, score, images: Tensor, labels: Tensor | None) -> tuple[Tensor, float]:
-    """|d logit_i / d x_i| per image (N, H, W), each logit taken in the batch's context (D may look at
-    batch statistics), and D's mean probability on the batch."""
-    x = (images * 2.0 - 1.0 if model.input_range == "tanh" else images).detach().requires_grad_(True)
+def _input_gradients(
+    model, score, images: Tensor, labels: Tensor | None, copies: int = SMOOTHGRAD_COPIES, seed: int = 0
+) -> tuple[Tensor, float]:
+    """SmoothGrad (Smilkov et al. 2017) saliency per image (N, H, W): |mean over `copies` noisy copies of
+    d logit_i / d x_i|, max over channels, scaled to the image's maximum. Raw input gradients of an MLP
+    are speckle; averaging over noise of 15% of the input range keeps what is stable. Each logit is taken
+    in its batch's context (D may look at batch statistics). Also D's mean probability on the clean batch."""
+    clean = (images * 2.0 - 1.0 if model.input_range == "tanh" else images).detach()
+    noise_std = SMOOTHGRAD_NOISE * (2.0 if model.input_range == "tanh" else 1.0)
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros_like(clean)
     with torch.enable_grad():
-        logits = score(x, labels)
-        grads = torch.stack(
-            [torch.autograd.grad(logits[i], x, retain_graph=True)[0][i] for i in range(len(x))]
-        )
-    maps = grads.abs().amax(1)  # (N, H, W)
+        for _ in range(copies):
+            x = (clean + noise_std * torch.randn(clean.shape, generator=generator).to(clean)).requires_grad_(
+                True
+            )
+            logits = score(x, labels)
+            total += torch.stack(
+                [torch.autograd.grad(logits[i], x, retain_graph=True)[0][i] for i in range(len(x))]
+            )
+    with torch.no_grad():
+        probability = float(torch.sigmoid(score(clean, labels)).mean())
+    maps = (total / copies).abs().amax(1)  # (N, H, W)
     maps = maps / maps.flatten(1).amax(1).clamp_min(1e-12)[:, None, None]
-    return maps.detach(), float(torch.sigmoid(logits.detach()).mean())
+    return maps, probability
 
 
 def _stroke_share(maps: Tensor, images: Tensor) -> float:

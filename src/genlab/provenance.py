@@ -26,13 +26,15 @@ FIELD_PREFIX = "genlab:"
 FIELDS = ("version", "model", "preset", "run", "checkpoint_sha256", "seed", "label", "kind")
 NPZ_KEY = "provenance"
 
-_XMP_TEMPLATE = """<x:xmpmeta xmlns:x="adobe:ns:meta/">
+_XMP_TEMPLATE = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/">
  <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
   <rdf:Description rdf:about=""
     xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
     Iptc4xmpExt:DigitalSourceType="{source}"/>
  </rdf:RDF>
-</x:xmpmeta>"""
+</x:xmpmeta>
+<?xpacket end="r"?>"""
 _SOURCE_PATTERN = re.compile(r'DigitalSourceType\s*=\s*"([^"]+)"|<Iptc4xmpExt:DigitalSourceType>([^<]+)<')
 
 
@@ -57,7 +59,12 @@ def basic(kind: str = "samples", composite: bool = False) -> dict[str, Any]:
 
 def for_config(config, run_dir: str | Path, kind: str = "training grid") -> dict[str, Any]:
     """The record of an image drawn while a run trains (no checkpoint file exists yet to hash)."""
-    return {**basic(kind), "model": config.model, "preset": config.preset, "run": Path(run_dir).name}
+    return {
+        **basic(kind),
+        "model": config.model,
+        "preset": config.preset,
+        "run": Path(run_dir).resolve().name,
+    }
 
 
 def for_run(
@@ -74,8 +81,10 @@ def for_run(
         "model": run.model.name,
         "preset": run.config.preset,
         "run": Path(run.run_dir).resolve().name,
-        "checkpoint_sha256": checkpoint_sha256(run.checkpoint),
     }
+    digest = checkpoint_sha256(run.checkpoint)
+    if digest is not None:
+        record["checkpoint_sha256"] = digest
     if seed is not None:
         record["seed"] = int(seed)
     if label is not None:
@@ -90,8 +99,11 @@ def weights_file(checkpoint_dir: str | Path) -> Path:
     return ema if ema.is_file() else checkpoint_dir / "model.safetensors"
 
 
-def checkpoint_sha256(checkpoint_dir: str | Path) -> str:
+def checkpoint_sha256(checkpoint_dir: str | Path) -> str | None:
+    """SHA-256 of the weights file the run loads; None for a run held only in memory (no such file)."""
     path = weights_file(checkpoint_dir)
+    if not path.is_file():
+        return None
     stat = path.stat()
     return _file_sha256(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 

@@ -200,8 +200,12 @@ class CopyModel(GenerativeModel):
         super().__init__(ModelConfig())
         self.register_buffer("images", images)
         self.register_buffer("labels", labels)
-        self.conditional = conditional
+        self._conditional = conditional
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the model a device
+
+    @property
+    def is_conditional(self) -> bool:
+        return self._conditional
 
     @torch.no_grad()
     def sample(self, n, labels=None, generator=None):

@@ -99,7 +99,7 @@ def test_article_preset_is_the_articles_network():
     cls = get_model_class("gan")
     config = resolve_config(overrides={"model": "gan", "preset": "article"})
     model = cls(cls.make_config(config.model_args))
-    linears = [m for m in model.generator if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in model.generator.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
         (100, 128),
         (128, 256),
@@ -107,14 +107,14 @@ def test_article_preset_is_the_articles_network():
         (512, 1024),
         (1024, 784),
     ]
-    linears = [m for m in model.discriminator if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [
         (784, 512),
         (512, 256),
         (256, 128),
         (128, 1),
     ]
-    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in model.discriminator) == 3
+    assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in model.discriminator.modules()) == 3
     optimizers = model.optimizers()
     assert optimizers["d"].param_groups[0]["lr"] == 2e-4 and optimizers["g"].param_groups[0]["lr"] == 1e-4
     assert config.batch_size == 128

@@ -90,3 +90,42 @@ def test_vae_loss_is_reconstruction_plus_beta_kl():
     reconstruction, kl = model.loss_terms(x)
     assert output.loss.item() == pytest.approx((reconstruction + 2.5 * kl).mean().item(), rel=1e-6)
     assert output.logs["kl"].item() == pytest.approx(kl.mean().item(), rel=1e-6)
+
+
+def test_free_bits_floors_each_dims_batch_mean_kl():
+    from genlab.models.vae import free_bits_kl
+
+    kl = torch.tensor([[0.05, 1.0], [0.15, 3.0]])  # batch means per dim: [0.1, 2.0]
+    assert free_bits_kl(kl, 0.5).item() == pytest.approx(0.5 + 2.0)
+    assert free_bits_kl(kl, 0.0).item() == pytest.approx(2.1)  # off: the batch mean of the summed KL
+
+
+def test_kl_warmup_schedule_ramps_linearly_to_beta():
+    from genlab.models.vae import kl_weight
+
+    assert [kl_weight(step, 4, 2.0) for step in (0, 1, 2, 4, 10)] == [0.0, 0.5, 1.0, 2.0, 2.0]
+    assert kl_weight(0, 0, 2.0) == 2.0  # no warm-up
+    assert kl_weight(torch.tensor(3.0), 4, 2.0).item() == pytest.approx(1.5)
+
+
+def test_vae_warmup_step_lives_in_a_buffer_and_scales_the_kl():
+    from genlab.models.base import Batch
+    from genlab.models.vae import VAE
+
+    settings = {
+        "latent_dim": 3,
+        "hidden": (8,),
+        "image_shape": (1, 2, 2),
+        "kl_warmup_steps": 2,
+        "free_bits": 0.2,
+    }
+    model = VAE(VAE.make_config(settings))
+    x = torch.rand(4, 1, 2, 2)
+    for step, weight in enumerate([0.0, 0.5, 1.0]):
+        torch.manual_seed(step)
+        output = model.training_step(Batch(x), "main")
+        torch.manual_seed(step)
+        reconstruction, kl = model.loss_terms_per_dim(x)
+        expected = reconstruction.mean() + weight * kl.mean(dim=0).clamp(min=0.2).sum()
+        assert output.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert model.state_dict()["kl_step"].item() == 3

@@ -85,7 +85,7 @@ def applicable_metrics(model: GenerativeModel, labelled: bool) -> dict[str, str 
         "class_coverage": None if labelled else no_labels,
         "label_accuracy": (
             None
-            if getattr(model, "conditional", False) and labelled
+            if model.is_conditional and labelled
             else "the model is not class-conditional"
             if labelled
             else no_labels
@@ -218,14 +218,16 @@ def evaluate_run(
         )
         timings["memorization_s"] = time.perf_counter() - clock
     held_out = test.images[: min(n, len(test))].float() / 255.0  # (T, C, H, W) in [0, 1]
+    # a conditional model encodes and scores each image given its class: p(x | y)
+    held_out_labels = test.labels[: len(held_out)] if model.is_conditional else None
     if "reconstruction" in chosen:
         clock = time.perf_counter()
-        values["reconstruction"] = _reconstruction_metrics(model, held_out)
+        values["reconstruction"] = _reconstruction_metrics(model, held_out, held_out_labels)
         references["reconstruction"] = f"the first {len(held_out)} images of the test split"
         timings["reconstruction_s"] = time.perf_counter() - clock
     if "likelihood" in chosen:
         clock = time.perf_counter()
-        values["likelihood"] = _likelihood_metrics(model, held_out, nll_k, seed)
+        values["likelihood"] = _likelihood_metrics(model, held_out, nll_k, seed, held_out_labels)
         references["likelihood"] = f"the first {len(held_out)} images of the test split"
         result["notes"].append(_likelihood_note(model))
         timings["likelihood_s"] = time.perf_counter() - clock
@@ -301,11 +303,20 @@ def _distribution_metrics(
 
 
 @torch.no_grad()
-def _reconstruction_metrics(model: GenerativeModel, images: Tensor) -> dict[str, Any]:
+def _reconstruction_metrics(
+    model: GenerativeModel, images: Tensor, labels: Tensor | None = None
+) -> dict[str, Any]:
     device = model.device
-    reconstructions = torch.cat(
-        [model.reconstruct(chunk.to(device)).float().cpu() for chunk in images.split(500)]
-    ).clamp(0.0, 1.0)
+    pieces = []
+    for start in range(0, len(images), 500):
+        chunk = images[start : start + 500].to(device)
+        if labels is None:
+            pieces.append(model.reconstruct(chunk).float().cpu())
+        else:
+            pieces.append(
+                model.reconstruct(chunk, labels=labels[start : start + 500].to(device)).float().cpu()
+            )
+    reconstructions = torch.cat(pieces).clamp(0.0, 1.0)
     return {
         "n": len(images),
         "mse": mse(reconstructions, images),
@@ -315,15 +326,18 @@ def _reconstruction_metrics(model: GenerativeModel, images: Tensor) -> dict[str,
 
 
 @torch.no_grad()
-def _likelihood_metrics(model: GenerativeModel, images: Tensor, k: int, seed: int) -> dict[str, Any]:
+def _likelihood_metrics(
+    model: GenerativeModel, images: Tensor, k: int, seed: int, labels: Tensor | None = None
+) -> dict[str, Any]:
     """Mean ELBO and K-sample importance-sampled NLL in nats per image and in bits per dimension."""
     device = model.device
     generator = torch.Generator().manual_seed(chunk_seed(seed, 1_000_003))
     elbos, nlls = [], []
-    for chunk in images.split(100):
-        x = chunk.to(device)
-        elbos.append(model.elbo(x, generator=generator).double().cpu())
-        nlls.append(model.importance_sampled_nll(x, k=k, generator=generator).double().cpu())
+    for start in range(0, len(images), 100):
+        x = images[start : start + 100].to(device)
+        given = {} if labels is None else {"labels": labels[start : start + 100].to(device)}
+        elbos.append(model.elbo(x, generator=generator, **given).double().cpu())
+        nlls.append(model.importance_sampled_nll(x, k=k, generator=generator, **given).double().cpu())
     elbo, nll = float(torch.cat(elbos).mean()), float(torch.cat(nlls).mean())
     dims = math.prod(images.shape[1:])
     return {

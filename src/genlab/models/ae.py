@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..nn import mlp
+from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..registry import register_model
 from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 from .gmm import GaussianMixture
@@ -40,7 +40,9 @@ SAMPLER_FIT_IMAGES = 10_000
 @dataclass
 class AEConfig(ModelConfig):
     latent_dim: int = 32
+    arch: str = "mlp"  # or "conv"; the codes are flat (B, latent_dim) vectors either way
     hidden: tuple[int, ...] = (512, 256)  # () gives the spec's single-layer h = f(Wx + b)
+    conv_width: int = 32  # conv: channels of the encoder's first stage / the decoder's last
     activation: str = "relu"
     loss: str = "bce"  # or "mse"
     noise_std: float = 0.0  # denoising: Gaussian noise added to the input, the target stays clean
@@ -67,20 +69,47 @@ class Autoencoder(GenerativeModel):
             "denoising autoencoder: Gaussian noise (std 0.3) on the input, clean target",
             model={"noise_std": 0.3},
         ),
+        "conv": Preset(
+            "conv autoencoder: 2 strided-conv stages (width 32) to 16 dims and back, BCE, GMM sampler",
+            model={"arch": "conv", "latent_dim": 16},
+            train={"epochs": 30},
+        ),
+    }
+    setting_help: ClassVar[dict[str, str]] = {
+        "image_shape": "(C, H, W) of the data; set from the dataset",
+        "num_classes": "classes of the data; set from the dataset (unused: the autoencoder is unconditional)",
+        "latent_dim": "size of the code: more dims reconstruct better, but the GMM sampler fits them worse",
+        "arch": "mlp or conv (strided conv encoder/decoder: sharper reconstructions, fewer weights)",
+        "hidden": "MLP layer widths (the decoder mirrors them); () is the article's single layer",
+        "conv_width": "conv channels of the first encoder stage (doubled per stage)",
+        "activation": "hidden activation (relu; sigmoid in the article's single layer)",
+        "loss": "bce (for near-binary images) or mse",
+        "noise_std": "denoising: Gaussian noise on the input, the target stays clean",
+        "mask_prob": "denoising: share of input pixels zeroed",
+        "gmm_components": "components of the Gaussian mixture fitted to the codes for sampling",
+        "lr": "Adam learning rate",
     }
 
     def __init__(self, config: AEConfig):
         super().__init__(config)
         pixels = math.prod(config.image_shape)
         hidden = tuple(config.hidden)
-        # With hidden=() the encoder is the spec's h = f(Wx + b): f applies to the code itself.
-        code_activation = config.activation if not hidden else None
-        self.encoder = mlp(
-            [pixels, *hidden, config.latent_dim],
-            activation=config.activation,
-            final_activation=code_activation,
-        )
-        self.decoder = mlp([config.latent_dim, *reversed(hidden), pixels], activation=config.activation)
+        if config.arch == "conv":
+            self.encoder = conv_encoder(tuple(config.image_shape), config.conv_width, config.latent_dim)
+            self.decoder = ConvUpsampler(
+                config.latent_dim, tuple(config.image_shape), config.conv_width, batch_norm=False, final=None
+            )
+        elif config.arch == "mlp":
+            # With hidden=() the encoder is the spec's h = f(Wx + b): f applies to the code itself.
+            code_activation = config.activation if not hidden else None
+            self.encoder = mlp(
+                [pixels, *hidden, config.latent_dim],
+                activation=config.activation,
+                final_activation=code_activation,
+            )
+            self.decoder = mlp([config.latent_dim, *reversed(hidden), pixels], activation=config.activation)
+        else:
+            raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
         self.prior = GaussianMixture(config.gmm_components, config.latent_dim)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -88,7 +117,7 @@ class Autoencoder(GenerativeModel):
         return {"main": torch.optim.Adam(params, lr=self.config.lr)}
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.encoder(x.flatten(1))  # (B, latent_dim)
+        return self.encoder(x if self.config.arch == "conv" else x.flatten(1))  # (B, latent_dim)
 
     def decode_logits(self, h: Tensor) -> Tensor:
         return self.decoder(h).view(h.shape[0], *self.config.image_shape)
@@ -96,7 +125,8 @@ class Autoencoder(GenerativeModel):
     def decode(self, h: Tensor) -> Tensor:
         return torch.sigmoid(self.decode_logits(h))
 
-    def generate(self, z: Tensor) -> Tensor:
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        self.validate_labels(labels, z.shape[0])  # unconditional: labels are an error
         return self.decode(z)
 
     embed = encode

@@ -14,6 +14,8 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from ..errors import DataError
+
 InputRange = Literal["tanh", "unit"]
 
 
@@ -47,10 +49,15 @@ class ModelConfig:
     latent_dim: int = 32
 
 
+class MissingLabelsError(DataError, ValueError):
+    """A conditional model was given a batch without class labels: the dataset has none."""
+
+
 class GenerativeModel(nn.Module):
     Config: ClassVar[type[ModelConfig]] = ModelConfig
     name: ClassVar[str] = ""  # set by @register_model
     presets: ClassVar[dict[str, Preset]] = {}
+    setting_help: ClassVar[dict[str, str]] = {}  # Config field -> one line on why to change it
     input_range: ClassVar[InputRange] = "unit"  # tanh models see data in [-1, 1], unit models in [0, 1]
 
     def __init__(self, config: ModelConfig):
@@ -68,9 +75,49 @@ class GenerativeModel(nn.Module):
         """Draw (n, latent_dim) codes from the model's prior, on CPU from `generator` for reproducibility."""
         return torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
 
-    def generate(self, z: Tensor) -> Tensor:
-        """Map latent codes to images (N, C, H, W) in [0, 1]."""
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Map latent codes (and, for a conditional model, class labels (N,)) to images (N, C, H, W) in
+        [0, 1]."""
         raise NotImplementedError
+
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the model generates a requested class (its `sample` and `generate` take labels)."""
+        return False
+
+    def validate_labels(self, labels: Tensor | None, n: int) -> Tensor | None:
+        """Labels for n images checked against this model: None for an unconditional model (which must
+        get none), else (n,) int64 in [0, num_classes) on the model's device."""
+        if not self.is_conditional:
+            if labels is not None:
+                raise ValueError(f"model {self.name!r} is unconditional; it takes no labels")
+            return None
+        classes = self.config.num_classes
+        if labels is None:
+            raise ValueError(
+                f"model {self.name!r} is conditional: pass labels, (n,) class indices in [0, {classes})"
+            )
+        labels = torch.as_tensor(labels)
+        if labels.shape != (n,) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(
+                f"labels must be ({n},) integer class indices, got {tuple(labels.shape)} {labels.dtype}"
+            )
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+            raise ValueError(
+                f"labels must be in [0, {classes}), got {int(labels.min())}..{int(labels.max())}"
+            )
+        return labels.long().to(self.device)
+
+    def training_labels(self, batch: Batch) -> Tensor | None:
+        """The batch's labels for a conditional model (a clear error when the data has none), else None."""
+        if not self.is_conditional:
+            return None
+        if batch.labels is None:
+            raise MissingLabelsError(
+                f"model {self.name!r} is conditional but the dataset has no class labels; "
+                "train it on labelled data or set conditional=false"
+            )
+        return batch.labels
 
     def interpolate_latents(self, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
         """Codes along a path from a to b (d,) at fractions t (T,) -> (T, d). Spherical for the
@@ -84,13 +131,19 @@ class GenerativeModel(nn.Module):
     def sample(
         self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """n images (N, C, H, W) in [0, 1]; the same generator seed gives the same images."""
-        if labels is not None:
-            raise ValueError(f"model {self.name!r} is unconditional; it takes no labels")
+        """n images (N, C, H, W) in [0, 1]; the same generator seed gives the same images. A conditional
+        model draws labels uniformly from `generator` when none are given (after the codes, so the same
+        seed gives the same codes with or without labels)."""
+        labels = self.validate_labels(labels, n) if labels is not None or not self.is_conditional else None
         was_training = self.training
         self.eval()
         try:
-            return self.generate(self.sample_latent(n, generator))
+            z = self.sample_latent(n, generator)
+            if not self.is_conditional:
+                return self.generate(z)
+            if labels is None:
+                labels = torch.randint(self.config.num_classes, (n,), generator=generator).to(self.device)
+            return self.generate(z, labels)
         finally:
             self.train(was_training)
 

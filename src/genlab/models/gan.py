@@ -3,6 +3,10 @@
 L_D = -log D(x) - log(1 - D(G(z)))   and   L_G = -log D(G(z))     (non-saturating generator loss)
 With D(x) = sigmoid(d(x)) these are softplus(-d(x)) + softplus(d(G(z))) and softplus(-d(G(z))), which
 never take the log of 0. D trains on real images and on G(z) detached; then G trains with D frozen.
+Other objectives (hinge, WGAN-GP) and regularizers (R1, feature matching, historical averaging) are
+settings; their math lives in gan_objectives.py. The networks are MLPs or DCGAN conv stacks (`arch`),
+optionally class-conditional: a projection discriminator (Miyato & Koyama 2018) and a generator that
+gets the label through class-conditional BatchNorm (conv) or a one-hot concatenated to z.
 """
 
 from __future__ import annotations
@@ -17,33 +21,35 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..nn import mlp
+from ..nn.conv import ConvUpsampler, conv_downsampler
 from ..registry import register_model
+from . import gan_objectives as objectives
 from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 
-
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, real_label: float = 1.0) -> Tensor:
-    """Mean over the batch of -t log D(x) - (1 - t) log(1 - D(x)) - log(1 - D(G(z))), t = real_label.
-
-    real_label < 1 is one-sided label smoothing (Salimans et al. 2016); 1.0 is the spec's exact L_D.
-    """
-    real_term = real_label * F.softplus(-real_logits) + (1.0 - real_label) * F.softplus(real_logits)
-    return real_term.mean() + F.softplus(fake_logits).mean()
-
-
-def generator_loss(fake_logits: Tensor) -> Tensor:
-    """L_G = -log D(G(z)), averaged over the batch."""
-    return F.softplus(-fake_logits).mean()
+# The article's names for its objective, kept for callers that import them from here.
+discriminator_loss = objectives.ns_discriminator_loss
+generator_loss = objectives.ns_generator_loss
 
 
 @dataclass
 class GANConfig(ModelConfig):
     latent_dim: int = 100
+    arch: str = "mlp"  # or "conv" (DCGAN)
+    conditional: bool = False
     g_hidden: tuple[int, ...] = (128, 256, 512, 1024)
     d_hidden: tuple[int, ...] = (512, 256, 128)
+    g_width: int = 64  # conv G: channels of its last upsampling stage, doubled per stage toward z
+    d_width: int = 64  # conv D: channels of its first downsampling stage, doubled per stage
     leaky_slope: float = 0.2
     g_batch_norm: bool = False
+    d_batch_norm: bool = False
     d_dropout: float = 0.3
     d_spectral_norm: bool = False
+    loss: str = "ns"  # "ns" | "hinge" | "wgan-gp"
+    gp_weight: float = 10.0
+    r1_gamma: float = 0.0
+    feature_matching: bool = False
+    historical_averaging: float = 0.0
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     # Minibatch discrimination (Salimans et al. 2016, sec. 3.2): D's last hidden layer also sees, per sample,
     # how close it is to the other samples of its batch, so a generator that collapses onto a few modes is
@@ -60,48 +66,141 @@ class GANConfig(ModelConfig):
     beta2: float = 0.999
 
 
+_DCGAN = {
+    "arch": "conv",
+    "g_width": 32,
+    "d_width": 32,
+    "g_batch_norm": True,
+    "d_batch_norm": True,
+    "d_dropout": 0.0,
+    "lr_g": 2e-4,
+}
+_SN_CONV = {**_DCGAN, "d_batch_norm": False, "d_spectral_norm": True}
+_FAST_TRAIN = {"batch_size": 64, "epochs": 20, "ema_decay": 0.999}
+
+_MLP_DEFAULT = Preset(
+    "the article's MLP nets + BatchNorm in G and a minibatch-stddev feature in D, Adam 2e-4 for both, "
+    "batch 64, EMA 0.999 for sampling: all ten digits in about 4 CPU minutes",
+    model={"g_batch_norm": True, "d_minibatch_stddev": True, "lr_g": 2e-4},
+    train={"batch_size": 64, "epochs": 80, "ema_decay": 0.999},
+)
+
+PRESETS: dict[str, Preset] = {
+    "article": Preset(
+        "the article's MLP GAN exactly: G 100-128-256-512-1024-784, D 784-512-256-128-1 with dropout 0.3, "
+        "Adam 2e-4 (D) / 1e-4 (G), batch 128",
+        model={},
+        train={"batch_size": 128, "epochs": 30},
+    ),
+    # Measured with benchmarks/sample_quality.py (see benchmarks/README.md): on mnist-5k with a few CPU
+    # minutes the article's recipe collapses onto a few classes; BatchNorm in G, Adam 2e-4 for both nets,
+    # a minibatch-stddev feature in D and an EMA of the weights give all ten digits in similar shares.
+    "default": _MLP_DEFAULT,
+    "mlp": _MLP_DEFAULT,
+    "dcgan": Preset(
+        "DCGAN (Radford et al. 2016): strided convs, BatchNorm in G and D, LeakyReLU D, widths 32, "
+        "Adam 2e-4 beta1 0.5, EMA 0.999",
+        model=_DCGAN,
+        train=_FAST_TRAIN,
+    ),
+    "conditional": Preset(
+        "class-conditional DCGAN: conditional BatchNorm in G, spectral-norm projection D, hinge loss",
+        model={**_SN_CONV, "conditional": True, "loss": "hinge"},
+        train=_FAST_TRAIN,
+    ),
+    "hinge": Preset(
+        "DCGAN nets with the hinge loss and a spectral-norm D (SNGAN)",
+        model={**_SN_CONV, "loss": "hinge"},
+        train=_FAST_TRAIN,
+    ),
+    "wgan-gp": Preset(
+        "DCGAN nets, Wasserstein critic with gradient penalty 10 (no BatchNorm in D), Adam beta (0.5, 0.9)",
+        model={**_DCGAN, "d_batch_norm": False, "loss": "wgan-gp", "beta2": 0.9},
+        train=_FAST_TRAIN,
+    ),
+    "r1": Preset(
+        "DCGAN nets without BatchNorm in D, R1 penalty gamma 1 on real data",
+        model={**_DCGAN, "d_batch_norm": False, "r1_gamma": 1.0},
+        train=_FAST_TRAIN,
+    ),
+    "spectral": Preset(
+        "DCGAN nets with spectral normalization in D instead of BatchNorm", model=_SN_CONV, train=_FAST_TRAIN
+    ),
+    "ttur": Preset(
+        "DCGAN nets with two time-scale learning rates (Heusel et al. 2017): D 4e-4, G 1e-4",
+        model={**_DCGAN, "lr_d": 4e-4, "lr_g": 1e-4},
+        train=_FAST_TRAIN,
+    ),
+    "feature-matching": Preset(
+        "DCGAN nets; G trained by feature matching on D's last hidden layer (Salimans et al. 2016)",
+        model={**_DCGAN, "feature_matching": True},
+        train=_FAST_TRAIN,
+    ),
+    "historical-averaging": Preset(
+        "DCGAN nets with historical averaging (weight 1e-3) on both nets (Salimans et al. 2016)",
+        model={**_DCGAN, "historical_averaging": 1e-3},
+        train=_FAST_TRAIN,
+    ),
+    "minibatch": Preset(
+        "the article's MLP nets with minibatch discrimination in D (50 kernels of 5)",
+        model={"g_batch_norm": True, "d_minibatch_kernels": 50, "lr_g": 2e-4},
+        train={"batch_size": 64, "epochs": 80, "ema_decay": 0.999},
+    ),
+    "label-smoothing": Preset(
+        "DCGAN nets with one-sided label smoothing: real targets 0.9",
+        model={**_DCGAN, "label_smoothing": 0.1},
+        train=_FAST_TRAIN,
+    ),
+}
+
+
 @register_model("gan")
 class GAN(GenerativeModel):
     Config = GANConfig
     input_range = "tanh"
-    presets: ClassVar[dict[str, Preset]] = {
-        "article": Preset(
-            "the article's MLP GAN exactly: G 100-128-256-512-1024-784, D 784-512-256-128-1 with dropout 0.3, "
-            "Adam 2e-4 (D) / 1e-4 (G), batch 128",
-            model={},
-            train={"batch_size": 128, "epochs": 30},
-        ),
-        # Measured with benchmarks/sample_quality.py (see benchmarks/README.md): on mnist-5k with a few CPU
-        # minutes the article's recipe collapses onto a few classes; BatchNorm in G, Adam 2e-4 for both nets,
-        # a minibatch-stddev feature in D and an EMA of the weights give all ten digits in similar shares.
-        "default": Preset(
-            "the article's MLP nets + BatchNorm in G and a minibatch-stddev feature in D, Adam 2e-4 for both, "
-            "batch 64, EMA 0.999 for sampling: all ten digits in about 4 CPU minutes",
-            model={"g_batch_norm": True, "d_minibatch_stddev": True, "lr_g": 2e-4},
-            train={"batch_size": 64, "epochs": 80, "ema_decay": 0.999},
-        ),
+    setting_help: ClassVar[dict[str, str]] = {
+        "image_shape": "(C, H, W) of the data; set from the dataset",
+        "num_classes": "classes of the data; set from the dataset (used when conditional)",
+        "latent_dim": "size of z: 100 in the article; more gives G more room, slower to fit",
+        "arch": "mlp (the article's nets) or conv (DCGAN: strided convs, sharper images, fewer weights)",
+        "conditional": "generate a requested class: projection D, class-conditional BatchNorm (or one-hot z) in G",
+        "g_hidden": "MLP G layer widths",
+        "d_hidden": "MLP D layer widths",
+        "g_width": "conv G channels at full resolution (doubled per stage down to the base block)",
+        "d_width": "conv D channels of its first stage (doubled per stage)",
+        "leaky_slope": "negative slope of D's (and the MLP G's) LeakyReLU",
+        "g_batch_norm": "BatchNorm in G: steadier training, less mode collapse (DCGAN uses it)",
+        "d_batch_norm": "BatchNorm in D (DCGAN); not with wgan-gp, whose penalty is per sample",
+        "d_dropout": "dropout in D (the article's 0.3): slows D down so G keeps getting gradients",
+        "d_spectral_norm": "spectral normalization of D's layers: a 1-Lipschitz D, stable without tuning",
+        "loss": "ns (the article's non-saturating), hinge (SNGAN/BigGAN), or wgan-gp (Wasserstein critic)",
+        "gp_weight": "weight of the wgan-gp gradient penalty (10 in Gulrajani et al.)",
+        "r1_gamma": "R1 penalty gamma/2 E||grad D(x)||^2 on real data: keeps D smooth near the data; 0 = off",
+        "feature_matching": "G matches the mean of D's last hidden features on real data instead of fooling D",
+        "historical_averaging": "weight of ||theta - mean of past theta||^2 for both nets: damps oscillation",
+        "label_smoothing": "one-sided: real targets 1 - s (ns loss only); keeps D from overconfidence",
+        "d_minibatch_kernels": "minibatch discrimination kernels (0 = off): D sees batch diversity",
+        "d_minibatch_kernel_dim": "size of each minibatch discrimination kernel",
+        "d_minibatch_stddev": "append the batch's feature std to D's features: a cheap anti-collapse signal",
+        "lr_d": "D's Adam learning rate (TTUR: a larger lr_d than lr_g)",
+        "lr_g": "G's Adam learning rate",
+        "beta1": "Adam beta1 (0.5 in DCGAN; 0 for hinge/wgan-gp)",
+        "beta2": "Adam beta2 (0.999; 0.9 for wgan-gp)",
     }
+    presets: ClassVar[dict[str, Preset]] = PRESETS
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
-        pixels = math.prod(config.image_shape)
-        self.generator = mlp(
-            [config.latent_dim, *config.g_hidden, pixels],
-            leaky_slope=config.leaky_slope,
-            batch_norm=config.g_batch_norm,
-            final_activation="tanh",
-        )
-        self.discriminator = mlp(
-            [pixels, *config.d_hidden, 1],
-            leaky_slope=config.leaky_slope,
-            dropout=config.d_dropout,
-            spectral_norm=config.d_spectral_norm,
-        )
-        batch_layers, width = _minibatch_layers(config)
-        if batch_layers:  # they go between the last hidden layer and the output layer, which grows to match
-            output = nn.Linear(width, 1)
-            output = spectral_norm(output) if config.d_spectral_norm else output
-            self.discriminator = nn.Sequential(*self.discriminator[:-1], *batch_layers, output)
+        _validate(config)
+        self.generator = Generator(config)
+        self.discriminator = Discriminator(config)
+        if config.historical_averaging > 0:
+            self.historical_g = objectives.HistoricalAverage(self.generator)
+            self.historical_d = objectives.HistoricalAverage(self.discriminator)
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.config.conditional
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
@@ -111,43 +210,178 @@ class GAN(GenerativeModel):
             "g": torch.optim.Adam(self.generator.parameters(), lr=c.lr_g, betas=betas),
         }
 
-    def _generate_tanh(self, z: Tensor) -> Tensor:
-        return self.generator(z).view(z.shape[0], *self.config.image_shape)  # (B, C, H, W) in [-1, 1]
+    def discriminate(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.discriminator(images, labels)  # (B,) logits
 
-    def discriminate(self, images: Tensor) -> Tensor:
-        return self.discriminator(images.flatten(1)).squeeze(1)  # (B,) logits
-
-    def generate(self, z: Tensor) -> Tensor:
-        return (self._generate_tanh(z) + 1.0) / 2.0
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = self.validate_labels(labels, z.shape[0])
+        return (self.generator(z, labels) + 1.0) / 2.0
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         real = batch.images
+        labels = self.training_labels(batch)
         z = torch.randn(real.shape[0], self.config.latent_dim, device=real.device)
         if optimizer_name == "d":
-            fake = self._generate_tanh(z).detach()  # D must not push gradients into G
-            real_logits, fake_logits = self.discriminate(real), self.discriminate(fake)
-            loss = discriminator_loss(real_logits, fake_logits, 1.0 - self.config.label_smoothing)
-            logs = {
-                "loss_d": loss.detach(),
-                "d_real": torch.sigmoid(real_logits).mean().detach(),
-                "d_fake": torch.sigmoid(fake_logits).mean().detach(),
-            }
-            return StepOutput(loss, logs)
+            return self._discriminator_step(real, z, labels)
         if optimizer_name == "g":
-            # Freeze D while its graph is recorded: no weight gradients are computed for it at all.
-            self.discriminator.requires_grad_(False)
-            try:
-                fake_logits = self.discriminate(self._generate_tanh(z))
-            finally:
-                self.discriminator.requires_grad_(True)
-            loss = generator_loss(fake_logits)
-            return StepOutput(loss, {"loss_g": loss.detach()})
+            return self._generator_step(real, z, labels)
         raise ValueError(f"unknown optimizer {optimizer_name!r}")
 
+    def _discriminator_step(self, real: Tensor, z: Tensor, labels: Tensor | None) -> StepOutput:
+        c = self.config
+        fake = self.generator(z, labels).detach()  # D must not push gradients into G
+        if c.r1_gamma > 0:
+            real = real.detach().requires_grad_(True)
+        real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
+        if c.loss == "ns":
+            loss = objectives.ns_discriminator_loss(real_scores, fake_scores, 1.0 - c.label_smoothing)
+            logs = {
+                "d_real": torch.sigmoid(real_scores).mean().detach(),
+                "d_fake": torch.sigmoid(fake_scores).mean().detach(),
+            }
+        else:
+            if c.loss == "hinge":
+                loss = objectives.hinge_discriminator_loss(real_scores, fake_scores)
+            else:
+                loss = objectives.wasserstein_discriminator_loss(real_scores, fake_scores)
+            logs = {"score_real": real_scores.mean().detach(), "score_fake": fake_scores.mean().detach()}
+        if c.loss == "wgan-gp":
+            mix = torch.rand(real.shape[0], device=real.device)
+            penalty = objectives.gradient_penalty(lambda x: self.discriminator(x, labels), real, fake, mix)
+            loss = loss + c.gp_weight * penalty
+            logs["gradient_penalty"] = penalty.detach()
+        if c.r1_gamma > 0:
+            penalty = objectives.r1_penalty(real_scores, real)
+            loss = loss + 0.5 * c.r1_gamma * penalty
+            logs["r1"] = penalty.detach()
+        if c.historical_averaging > 0:
+            loss = loss + c.historical_averaging * self.historical_d.penalty(self.discriminator)
+        logs["loss_d"] = loss.detach()
+        return StepOutput(loss, logs)
 
-def _minibatch_layers(config: GANConfig) -> tuple[list[nn.Module], int]:
-    """D's batch-statistics layers (possibly none) and the width of the features they output."""
-    width = config.d_hidden[-1] if config.d_hidden else math.prod(config.image_shape)
+    def _generator_step(self, real: Tensor, z: Tensor, labels: Tensor | None) -> StepOutput:
+        c = self.config
+        # Freeze D while its graph is recorded: no weight gradients are computed for it at all.
+        self.discriminator.requires_grad_(False)
+        try:
+            fake = self.generator(z, labels)
+            if c.feature_matching:
+                with torch.no_grad():
+                    real_features = self.discriminator.features(real)
+                loss = objectives.feature_matching_loss(real_features, self.discriminator.features(fake))
+            elif c.loss == "ns":
+                loss = objectives.ns_generator_loss(self.discriminator(fake, labels))
+            else:
+                loss = objectives.critic_generator_loss(self.discriminator(fake, labels))
+        finally:
+            self.discriminator.requires_grad_(True)
+        if c.historical_averaging > 0:
+            loss = loss + c.historical_averaging * self.historical_g.penalty(self.generator)
+        return StepOutput(loss, {"loss_g": loss.detach()})
+
+
+def _validate(config: GANConfig) -> None:
+    if config.arch not in ("mlp", "conv"):
+        raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
+    if config.loss not in objectives.LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(objectives.LOSSES)}, got {config.loss!r}")
+    if config.loss == "wgan-gp" and config.d_batch_norm:
+        raise ValueError(
+            "wgan-gp penalizes each sample's gradient, which BatchNorm in D mixes across the batch: "
+            "set d_batch_norm=false (or use loss=hinge/ns)"
+        )
+    if config.label_smoothing and config.loss != "ns":
+        raise ValueError(f"label_smoothing applies to loss 'ns' only, not {config.loss!r}")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.conditional and config.num_classes < 2:
+        raise ValueError(f"a conditional GAN needs labelled data with >= 2 classes, got {config.num_classes}")
+    for name in ("gp_weight", "r1_gamma", "historical_averaging"):
+        if getattr(config, name) < 0:
+            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim) [+ labels (B,)] -> images (B, C, H, W) in [-1, 1]."""
+
+    def __init__(self, config: GANConfig):
+        super().__init__()
+        self.image_shape = tuple(config.image_shape)
+        classes = config.num_classes if config.conditional else 0
+        # A conv G with BatchNorm takes the class through conditional BatchNorm; otherwise a one-hot of
+        # the class is concatenated to z (for the first linear layer the same as a learned embedding).
+        self.conditional_norm = classes > 0 and config.arch == "conv" and config.g_batch_norm
+        self.one_hot_classes = classes if classes and not self.conditional_norm else 0
+        in_features = config.latent_dim + self.one_hot_classes
+        if config.arch == "conv":
+            self.net = ConvUpsampler(
+                in_features,
+                self.image_shape,
+                config.g_width,
+                batch_norm=config.g_batch_norm,
+                num_classes=classes if self.conditional_norm else 0,
+            )
+        else:
+            self.net = mlp(
+                [in_features, *config.g_hidden, math.prod(self.image_shape)],
+                leaky_slope=config.leaky_slope,
+                batch_norm=config.g_batch_norm,
+                final_activation="tanh",
+            )
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        if self.one_hot_classes:
+            z = torch.cat([z, F.one_hot(labels, self.one_hot_classes).to(z.dtype)], dim=1)
+        if self.conditional_norm:
+            return self.net(z, labels)
+        return self.net(z).view(z.shape[0], *self.image_shape)
+
+
+class Discriminator(nn.Module):
+    """images (B, C, H, W) [+ labels] -> logits (B,). `features` is the last hidden layer (B, F); the
+    projection discriminator adds <embed(y), features> to the unconditional score."""
+
+    def __init__(self, config: GANConfig):
+        super().__init__()
+        sn = spectral_norm if config.d_spectral_norm else (lambda layer: layer)
+        if config.arch == "conv":
+            body, width = conv_downsampler(
+                tuple(config.image_shape),
+                config.d_width,
+                leaky_slope=config.leaky_slope,
+                batch_norm=config.d_batch_norm,
+                spectral_norm=config.d_spectral_norm,
+                dropout=config.d_dropout,
+            )
+        else:
+            pixels = math.prod(config.image_shape)
+            hidden = mlp(
+                [pixels, *config.d_hidden, 1],
+                leaky_slope=config.leaky_slope,
+                dropout=config.d_dropout,
+                batch_norm=config.d_batch_norm,
+                spectral_norm=config.d_spectral_norm,
+            )[:-1]  # every layer but the output one
+            body, width = nn.Sequential(nn.Flatten(), *hidden), (config.d_hidden or (pixels,))[-1]
+        self.body = body
+        batch_layers, width = _minibatch_layers(config, width)
+        self.batch_layers = nn.Sequential(*batch_layers)
+        self.head = sn(nn.Linear(width, 1))
+        self.projection = sn(nn.Embedding(config.num_classes, width)) if config.conditional else None
+
+    def features(self, images: Tensor) -> Tensor:
+        return self.batch_layers(self.body(images))  # (B, F)
+
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
+        features = self.features(images)
+        scores = self.head(features).squeeze(1)  # (B,)
+        if self.projection is not None:
+            scores = scores + (self.projection(labels) * features).sum(dim=1)
+        return scores
+
+
+def _minibatch_layers(config: GANConfig, width: int) -> tuple[list[nn.Module], int]:
+    """D's batch-statistics layers (possibly none) after features of `width`, and their output width."""
     layers: list[nn.Module] = []
     if config.d_minibatch_kernels > 0:
         layers.append(

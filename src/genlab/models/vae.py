@@ -1,5 +1,10 @@
 """VAE: encoder -> (mu, log sigma^2), z = mu + sigma * eps, decoder; loss = reconstruction + beta * KL.
 
+Settings: MLP or conv nets (`arch`); a conditional VAE (CVAE, Sohn et al. 2015) whose encoder and
+decoder both see the class as a one-hot; KL warm-up (beta ramps from 0 over `kl_warmup_steps`, the step
+count in a buffer so resume is exact) and free bits (Kingma et al. 2016: each latent dim's batch-mean KL
+counts as at least `free_bits` nats, so the optimizer gains nothing by collapsing it further).
+
 KL(q(z|x) || N(0, I)) in closed form: -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2). Reconstruction is a
 proper negative log-likelihood in nats, so the loss is the negative ELBO (beta = 1):
 - bernoulli: sum of binary cross-entropies computed from logits;
@@ -14,16 +19,35 @@ from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..nn import mlp
+from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..registry import register_model
 from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 
 
+def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per sample and latent dim: (B, d) -> (B, d)."""
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per sample, summed over latent dims: (B, d) -> (B,)."""
-    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp()).sum(dim=1)
+    return gaussian_kl_per_dim(mu, logvar).sum(dim=1)
+
+
+def free_bits_kl(kl_per_dim: Tensor, free_bits: float) -> Tensor:
+    """sum_j max(free_bits, mean_b KL_bj): (B, d) -> scalar. With free_bits = 0 this is the batch mean of
+    the summed KL (each KL_j >= 0)."""
+    return kl_per_dim.mean(dim=0).clamp(min=free_bits).sum()
+
+
+def kl_weight(step: int | Tensor, warmup_steps: int, beta: float) -> float | Tensor:
+    """beta * min(1, step / warmup_steps): 0 at the first step, beta from step warmup_steps on."""
+    if warmup_steps <= 0:
+        return beta
+    ramp = step / warmup_steps
+    return beta * (ramp.clamp(max=1.0) if isinstance(ramp, Tensor) else min(1.0, ramp))
 
 
 def bernoulli_nll(logits: Tensor, target: Tensor) -> Tensor:
@@ -41,10 +65,15 @@ def gaussian_nll(mean: Tensor, target: Tensor, scale: float) -> Tensor:
 @dataclass
 class VAEConfig(ModelConfig):
     latent_dim: int = 16
+    arch: str = "mlp"  # or "conv"
+    conditional: bool = False
     hidden: tuple[int, ...] = (512, 256)
+    conv_width: int = 32  # conv: channels of the encoder's first stage / the decoder's last
     likelihood: str = "bernoulli"  # or "gaussian"
     gaussian_scale: float = 0.1  # decoder std for the gaussian likelihood, in [0, 1] pixel units
     beta: float = 1.0
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
     lr: float = 1e-3
 
 
@@ -64,62 +93,120 @@ class VAE(GenerativeModel):
         "beta4": Preset(
             "beta-VAE with beta = 4: smoother latent space, blurrier images", model={"beta": 4.0}
         ),
+        "conv": Preset(
+            "conv VAE: 2 strided-conv stages (width 32) to 8 latent dims and back, Bernoulli decoder",
+            model={"arch": "conv", "latent_dim": 8},
+            train={"epochs": 30},
+        ),
+        "conditional": Preset(
+            "conditional VAE (CVAE): the class as a one-hot into the conv encoder and decoder",
+            model={"arch": "conv", "latent_dim": 8, "conditional": True},
+            train={"epochs": 30},
+        ),
+        "warmup": Preset(
+            "KL warm-up over 2000 steps and 0.1 free nats per latent dim, 16 latent dims",
+            model={"latent_dim": 16, "kl_warmup_steps": 2000, "free_bits": 0.1},
+            train={"epochs": 100},
+        ),
+    }
+    setting_help: ClassVar[dict[str, str]] = {
+        "image_shape": "(C, H, W) of the data; set from the dataset",
+        "num_classes": "classes of the data; set from the dataset (used when conditional)",
+        "latent_dim": "size of z: fewer dims leave fewer holes in the prior, more give sharper reconstructions",
+        "arch": "mlp or conv (strided conv encoder/decoder: sharper images, fewer weights)",
+        "conditional": "CVAE: encoder and decoder see the class, so you can sample a requested digit",
+        "hidden": "MLP layer widths (the decoder mirrors them)",
+        "conv_width": "conv channels of the first encoder stage (doubled per stage)",
+        "likelihood": "bernoulli (BCE, for near-binary images) or gaussian (squared error / gaussian_scale^2)",
+        "gaussian_scale": "decoder std of the gaussian likelihood: smaller weighs reconstruction more",
+        "beta": "weight of the KL term: >1 smoother latents (beta-VAE), <1 sharper reconstructions",
+        "kl_warmup_steps": "ramp beta from 0 over this many steps so the decoder learns to use z first",
+        "free_bits": "nats per latent dim below which KL is not penalized: fights posterior collapse",
+        "lr": "Adam learning rate",
     }
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
         if config.likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {config.likelihood!r}")
-        pixels = math.prod(config.image_shape)
-        self.encoder = mlp([pixels, *config.hidden, 2 * config.latent_dim], activation="relu")
-        self.decoder = mlp([config.latent_dim, *reversed(config.hidden), pixels], activation="relu")
+        if config.arch not in ("mlp", "conv"):
+            raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
+        if config.kl_warmup_steps < 0 or config.free_bits < 0:
+            raise ValueError("kl_warmup_steps and free_bits must be >= 0")
+        if config.conditional and config.num_classes < 2:
+            raise ValueError(
+                f"a conditional VAE needs labelled data with >= 2 classes, got {config.num_classes}"
+            )
+        self.encoder, self.decoder = coder_networks(config, 2 * config.latent_dim, "relu")
+        if config.kl_warmup_steps:  # steps taken, saved with the weights so a resumed ramp goes on exactly
+            self.register_buffer("kl_step", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def is_conditional(self) -> bool:
+        return self.config.conditional
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"main": torch.optim.Adam(self.parameters(), lr=self.config.lr)}
 
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, C, H, W) in [0, 1] -> mu, logvar, each (B, latent_dim)."""
-        mu, logvar = self.encoder(x.flatten(1)).chunk(2, dim=1)
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, C, H, W) in [0, 1] [+ labels (B,) for a CVAE] -> mu, logvar, each (B, latent_dim)."""
+        labels = self.validate_labels(labels, x.shape[0])
+        mu, logvar = self.encoder(encoder_input(x, labels, self.config)).chunk(2, dim=1)
         return mu, logvar
 
-    def decode_logits(self, z: Tensor) -> Tensor:
-        return self.decoder(z).view(z.shape[0], *self.config.image_shape)
+    def decode_logits(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.decoder(decoder_input(z, labels, self.config)).view(z.shape[0], *self.config.image_shape)
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """The decoder's mean image in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z))
+        labels = self.validate_labels(labels, z.shape[0])
+        return torch.sigmoid(self.decode_logits(z, labels))
 
-    def generate(self, z: Tensor) -> Tensor:
-        return self.decode(z)
+    def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.decode(z, labels)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        labels = self.validate_labels(labels, x.shape[0])
+        return self.decode(self.encode(x, labels)[0], labels)
 
-    def embed(self, x: Tensor) -> Tensor:
-        return self.encode(x)[0]
+    def embed(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        return self.encode(x, labels)[0]
 
     def reconstruction_nll(self, decoded_logits: Tensor, x: Tensor) -> Tensor:
         if self.config.likelihood == "bernoulli":
             return bernoulli_nll(decoded_logits, x)
         return gaussian_nll(torch.sigmoid(decoded_logits), x, self.config.gaussian_scale)
 
-    def loss_terms(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def loss_terms(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Per-sample reconstruction NLL and KL, each (B,), with one reparameterized z per image."""
-        mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.reconstruction_nll(self.decode_logits(z), x), gaussian_kl(mu, logvar)
+        reconstruction, kl_per_dim = self.loss_terms_per_dim(x, labels)
+        return reconstruction, kl_per_dim.sum(dim=1)
 
-    def elbo(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss_terms_per_dim(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-sample reconstruction NLL (B,) and KL per latent dim (B, d), one reparameterized z per image."""
+        mu, logvar = self.encode(x, labels)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        return self.reconstruction_nll(self.decode_logits(z, labels), x), gaussian_kl_per_dim(mu, logvar)
+
+    def elbo(
+        self, x: Tensor, generator: torch.Generator | None = None, labels: Tensor | None = None
+    ) -> Tensor:
         """Evidence lower bound per image (B,) in nats: -(reconstruction NLL + KL) with beta = 1, one z
-        per image (drawn from `generator` on the CPU), the KL in closed form."""
-        mu, logvar = self.encode(x)  # (B, d) each
+        per image (drawn from `generator` on the CPU), the KL in closed form. A CVAE's is of p(x | y)."""
+        labels = self.validate_labels(labels, x.shape[0])
+        mu, logvar = self.encode(x, labels)  # (B, d) each
         eps = torch.randn(mu.shape, generator=generator).to(mu)  # (B, d)
         z = mu + torch.exp(0.5 * logvar) * eps
-        return -(self.reconstruction_nll(self.decode_logits(z), x) + gaussian_kl(mu, logvar))
+        return -(self.reconstruction_nll(self.decode_logits(z, labels), x) + gaussian_kl(mu, logvar))
 
     def importance_sampled_nll(
-        self, x: Tensor, k: int = 100, chunk: int | None = None, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        k: int = 100,
+        chunk: int | None = None,
+        generator: torch.Generator | None = None,
+        labels: Tensor | None = None,
     ) -> Tensor:
         """-log p(x) per image (B,) in nats, estimated with K importance samples from q(z|x):
         -log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x) (Burda et al. 2016). Its expectation is a lower bound
@@ -127,7 +214,8 @@ class VAE(GenerativeModel):
         `chunk` at a time (default: about 8192 decoder rows a chunk) to bound memory."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        mu, logvar = self.encode(x)  # (B, d) each
+        labels = self.validate_labels(labels, x.shape[0])
+        mu, logvar = self.encode(x, labels)  # (B, d) each
         std = torch.exp(0.5 * logvar)
         b, d = mu.shape
         chunk = chunk or max(1, 8192 // b)
@@ -140,17 +228,66 @@ class VAE(GenerativeModel):
             log_q = -0.5 * (eps.pow(2) + logvar + log_2pi).sum(dim=2)  # (kc, B) log q(z|x)
             log_prior = -0.5 * (z.pow(2) + log_2pi).sum(dim=2)  # (kc, B) log p(z)
             targets = x.expand(kc, *x.shape).reshape(kc * b, *x.shape[1:])  # (kc*B, C, H, W)
-            logits = self.decode_logits(z.reshape(kc * b, d))
+            repeated = None if labels is None else labels.repeat(kc)  # (kc*B,) matching z's rows
+            logits = self.decode_logits(z.reshape(kc * b, d), repeated)
             log_likelihood = -self.reconstruction_nll(logits, targets).view(kc, b)  # (kc, B) log p(x|z)
             log_weights.append(log_likelihood + log_prior - log_q)
         return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))  # (B,)
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
-        reconstruction, kl = self.loss_terms(batch.images)
-        loss = (reconstruction + self.config.beta * kl).mean()
+        c = self.config
+        reconstruction, kl_per_dim = self.loss_terms_per_dim(batch.images, self.training_labels(batch))
+        weight = kl_weight(self.kl_step.float(), c.kl_warmup_steps, c.beta) if c.kl_warmup_steps else c.beta
+        loss = reconstruction.mean() + weight * free_bits_kl(kl_per_dim, c.free_bits)
+        if c.kl_warmup_steps:
+            self.kl_step += 1
         logs = {
             "loss": loss.detach(),
             "reconstruction": reconstruction.mean().detach(),
-            "kl": kl.mean().detach(),
+            "kl": kl_per_dim.sum(dim=1).mean().detach(),
         }
+        if c.kl_warmup_steps:
+            logs["beta"] = torch.as_tensor(weight).detach()
         return StepOutput(loss, logs)
+
+
+def coder_networks(config: ModelConfig, code_features: int, activation: str) -> tuple[nn.Module, nn.Module]:
+    """Encoder (input -> code_features) and decoder (latent [+ one-hot] -> pixel logits) for `config.arch`.
+    A conditional model's encoder gets the one-hot class as extra input channels (conv) or features (mlp)."""
+    classes = config.num_classes if getattr(config, "conditional", False) else 0
+    channels, height, width = config.image_shape
+    pixels = channels * height * width
+    if config.arch == "conv":
+        encoder = conv_encoder((channels + classes, height, width), config.conv_width, code_features)
+        decoder = ConvUpsampler(
+            config.latent_dim + classes,
+            tuple(config.image_shape),
+            config.conv_width,
+            batch_norm=False,
+            final=None,
+        )
+        return encoder, decoder
+    hidden = tuple(config.hidden)
+    encoder = mlp([pixels + classes, *hidden, code_features], activation=activation)
+    decoder = mlp([config.latent_dim + classes, *reversed(hidden), pixels], activation=activation)
+    return encoder, decoder
+
+
+def encoder_input(x: Tensor, labels: Tensor | None, config: ModelConfig) -> Tensor:
+    """The encoder's input: images flattened (mlp) or as they are (conv), with a CVAE's one-hot class
+    appended as features (mlp) or as constant channels (conv)."""
+    if config.arch != "conv":
+        x = x.flatten(1)
+    if labels is None:
+        return x
+    one_hot = F.one_hot(labels, config.num_classes).to(x.dtype)  # (B, K)
+    if config.arch == "conv":
+        one_hot = one_hot[:, :, None, None].expand(-1, -1, *x.shape[2:])  # (B, K, H, W)
+    return torch.cat([x, one_hot], dim=1)
+
+
+def decoder_input(z: Tensor, labels: Tensor | None, config: ModelConfig) -> Tensor:
+    """The latent codes, with a CVAE's one-hot class appended."""
+    if labels is None:
+        return z
+    return torch.cat([z, F.one_hot(labels, config.num_classes).to(z.dtype)], dim=1)
