@@ -78,6 +78,7 @@ async def run_load(base_url: str, clients: int, seconds: float, seed: int = 0) -
         listing = (await client.get("/api/runs")).json()["runs"]
         details = [(await client.get(f"/api/runs/{run['name']}")).json() for run in listing]
         encoders = [d["name"] for d in details if d["can_reconstruct"]]
+        classes = {d["name"]: d["num_classes"] for d in details if d["conditional"]}
         deadline = time.perf_counter() + seconds
 
         async def one_client(index: int) -> None:
@@ -90,7 +91,7 @@ async def run_load(base_url: str, clients: int, seconds: float, seed: int = 0) -
                 name = rng.choice(encoders if kind == "reconstruct" else [d["name"] for d in details])
                 started = time.perf_counter()
                 try:
-                    response = await send(client, kind, name, rng, upload)
+                    response = await send(client, kind, name, rng, upload, classes.get(name))
                 except httpx.HTTPError as exc:
                     result.errors += 1
                     label = type(exc).__name__
@@ -115,7 +116,10 @@ async def run_load(base_url: str, clients: int, seconds: float, seed: int = 0) -
     return result
 
 
-async def send(client: httpx.AsyncClient, kind: str, name: str, rng: random.Random, upload: bytes):
+async def send(
+    client: httpx.AsyncClient, kind: str, name: str, rng: random.Random, upload: bytes, classes: int | None
+):
+    """One request of the given kind; class-conditional runs get a random class where one is needed."""
     seed = rng.randrange(1_000_000)
     if kind == "sample":
         return await client.post(f"/api/runs/{name}/sample", json={"n": 16, "seed": seed})
@@ -126,7 +130,12 @@ async def send(client: httpx.AsyncClient, kind: str, name: str, rng: random.Rand
         return await client.post(f"/api/runs/{name}/interpolate", json=body)
     if kind == "reconstruct":
         files = {"file": ("digit.png", upload, "image/png")}
-        return await client.post(f"/api/runs/{name}/reconstruct", files=files, data={"seed": str(seed)})
+        data = (
+            {"seed": str(seed)}
+            if classes is None
+            else {"seed": str(seed), "label": str(rng.randrange(classes))}
+        )
+        return await client.post(f"/api/runs/{name}/reconstruct", files=files, data=data)
     return await client.get("/api/runs")
 
 

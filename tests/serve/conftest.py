@@ -16,7 +16,7 @@ from tests.conftest import TINY_MODEL_ARGS  # noqa: E402
 
 @pytest.fixture(scope="session")
 def served_runs(tmp_path_factory, mnist_small_npz) -> dict:
-    """name -> run dir of three runs trained for one epoch on 256 digits."""
+    """name -> run dir of four runs trained for one epoch on 256 labelled digits."""
     import genlab
 
     root = tmp_path_factory.mktemp("served-runs")
@@ -24,6 +24,7 @@ def served_runs(tmp_path_factory, mnist_small_npz) -> dict:
         "gan": ("gan", {}),
         "vae": ("vae", {}),
         "dae": ("ae", {"noise_std": 0.3}),
+        "cvae": ("vae", {"conditional": True}),  # class-conditional: the zoo's CVAE
     }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -63,7 +63,7 @@ def test_docs_are_offline_and_the_schema_names_every_route(client):
 def test_health_and_run_listing(client):
     assert client.get("/api/health").json()["status"] == "ok"
     listing = client.get("/api/runs").json()
-    assert [run["name"] for run in listing["runs"]] == ["gan", "vae", "dae"]
+    assert [run["name"] for run in listing["runs"]] == ["gan", "vae", "dae", "cvae"]
     assert listing["limits"]["n"] == MAX_N
     gan = listing["runs"][0]
     assert gan["model"] == "gan" and gan["epoch"] == 1 and gan["conditional"] is False
@@ -195,31 +195,52 @@ def test_denoising_run_adds_seeded_noise_and_reports_psnr(client):
 def conditional_client(catalog):
     from fastapi.testclient import TestClient
 
-    runs = {**catalog, "cvae": conditional_copy(catalog["vae"])}
+    runs = {**catalog, "fake": conditional_copy(catalog["vae"], "fake")}
     with TestClient(create_app(runs, workers=1, queue=4)) as test_client:
-        yield test_client, runs["cvae"].model
+        yield test_client, runs["fake"].model
 
 
-def test_conditional_run_takes_labels_everywhere(conditional_client):
+def test_labels_reach_the_model_everywhere(conditional_client):
+    """A stand-in conditional model records the labels each route passes it."""
     client, model = conditional_client
-    detail = client.get("/api/runs/cvae").json()
+    detail = client.get("/api/runs/fake").json()
     assert detail["conditional"] is True and detail["num_classes"] == 10
-    response = client.post("/api/runs/cvae/sample", json={"n": 3, "label": 7})
+    response = client.post("/api/runs/fake/sample", json={"n": 3, "label": 7})
     assert response.status_code == 200 and model.seen_labels[-1].tolist() == [7, 7, 7]
     assert read_provenance(response.content)["label"] == "7"
-    client.post("/api/runs/cvae/interpolate", json={"steps": 4, "label": 2})
+    client.post("/api/runs/fake/interpolate", json={"steps": 4, "label": 2})
     assert model.seen_labels[-1].tolist() == [2, 2, 2, 2]
     walk = client.post(
-        "/api/runs/cvae/interpolate", json={"steps": 3, "seed_a": 11}
+        "/api/runs/fake/interpolate", json={"steps": 3, "seed_a": 11}
     )  # label drawn from seed_a
     assert (
         len(set(model.seen_labels[-1].tolist())) == 1 and read_provenance(walk.content)["label"] is not None
     )
     files = {"file": ("d.png", drawn_digit(), "image/png")}
-    assert "class-conditional" in error_of(client.post("/api/runs/cvae/reconstruct", files=files), 422)
-    assert client.post("/api/runs/cvae/reconstruct", files=files, data={"label": "4"}).status_code == 200
+    assert "class-conditional" in error_of(client.post("/api/runs/fake/reconstruct", files=files), 422)
+    assert client.post("/api/runs/fake/reconstruct", files=files, data={"label": "4"}).status_code == 200
     assert model.seen_labels[-1].tolist() == [4]
-    assert "0..9" in error_of(client.post("/api/runs/cvae/sample", json={"label": 10}), 422)
+    assert "0..9" in error_of(client.post("/api/runs/fake/sample", json={"label": 10}), 422)
+
+
+def test_a_real_conditional_vae_draws_the_class_asked_for(client, catalog):
+    """The zoo's CVAE: same seed, different labels, different images; labels are required to reconstruct."""
+    detail = client.get("/api/runs/cvae").json()
+    assert detail["conditional"] is True and detail["class_names"][:2] == ["0", "1"]
+    three, seven = (
+        client.post("/api/runs/cvae/sample", json={"n": 4, "seed": 1, "label": k}) for k in (3, 7)
+    )
+    assert three.status_code == seven.status_code == 200
+    assert not np.array_equal(pixels(three.content), pixels(seven.content))
+    random_labels = client.post("/api/runs/cvae/sample", json={"n": 4, "seed": 1})
+    assert random_labels.status_code == 200
+    walk = client.post("/api/runs/cvae/interpolate", json={"steps": 3, "label": 5})
+    assert walk.status_code == 200 and read_provenance(walk.content)["label"] == "5"
+    assert client.post("/api/runs/cvae/interpolate", json={"t": 0.5}).status_code == 200
+    files = {"file": ("d.png", drawn_digit(), "image/png")}
+    error_of(client.post("/api/runs/cvae/reconstruct", files=files), 422)
+    body = client.post("/api/runs/cvae/reconstruct", files=files, data={"label": "0"}).json()
+    assert np.isfinite(body["psnr_db"])
 
 
 # --- validation: every error a 4xx with a one-line message ------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from genlab.serve import create_app
 
 from .conftest import live_server
-from .helpers import conditional_copy, drawn_digit
+from .helpers import drawn_digit
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="the browser test needs playwright (the test extra)"
@@ -43,8 +43,10 @@ pytestmark = [
 
 @pytest.fixture()
 def page(catalog):
-    runs = {**catalog, "cvae": conditional_copy(catalog["vae"])}
-    with live_server(create_app(runs, workers=2, queue=16)) as url, sync_api.sync_playwright() as playwright:
+    with (
+        live_server(create_app(catalog, workers=2, queue=16)) as url,
+        sync_api.sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         errors: list[str] = []
