@@ -41,7 +41,7 @@ class LoadResult:
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     latencies_ms: list[float] = field(default_factory=list)
-    by_kind: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)  # successful latencies per request kind
 
     def summary(self) -> dict:
         latencies = np.array(self.latencies_ms) if self.latencies_ms else np.array([float("nan")])
@@ -54,7 +54,11 @@ class LoadResult:
             "status_429": self.busy,
             "errors": self.errors,
             "error_kinds": self.error_kinds,
-            "ok_by_kind": self.by_kind,
+            "ok_by_kind": {kind: len(times) for kind, times in sorted(self.by_kind.items())},
+            "p50_ms_by_kind": {
+                kind: round(float(np.percentile(times, 50)), 1)
+                for kind, times in sorted(self.by_kind.items())
+            },
         }
 
 
@@ -101,7 +105,7 @@ async def run_load(base_url: str, clients: int, seconds: float, seed: int = 0) -
                 if response.status_code == 200:
                     result.ok += 1
                     result.latencies_ms.append(elapsed_ms)
-                    result.by_kind[kind] = result.by_kind.get(kind, 0) + 1
+                    result.by_kind.setdefault(kind, []).append(elapsed_ms)
                 elif response.status_code == 429:
                     result.busy += 1
                     await asyncio.sleep(rng.uniform(0.05, 0.15))
