@@ -125,12 +125,13 @@ def create_app(
     def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "api.html")
 
+    # Cheap routes run on the event loop itself (a plain `def` would take a thread-pool hop per request).
     @app.get("/api/health", summary="Liveness and limits")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         return {"status": "ok", "runs": len(catalog), "workers": pool.workers, "queue": pool.queue}
 
     @app.get("/api/runs", summary="The served runs")
-    def runs() -> dict[str, Any]:
+    async def runs() -> dict[str, Any]:
         limits = {"n": MAX_N, "steps": MAX_STEPS, "seed": MAX_SEED, "upload_bytes": max_upload_bytes}
         return {"runs": [run.summary() for run in catalog.values()], "limits": limits}
 
