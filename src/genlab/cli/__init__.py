@@ -11,10 +11,10 @@ import argparse
 import sys
 
 from ..errors import GenlabError
-from . import evaluate, explore, train, trust, uses
+from . import evaluate, explore, serve, train, trust, uses
 from .common import Parser
 
-COMMAND_GROUPS = [train, explore, evaluate, uses, trust]
+COMMAND_GROUPS = [train, explore, evaluate, uses, trust, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
