@@ -153,3 +153,60 @@ def test_gmm_sampler_recovers_well_separated_clusters():
     draws = gmm.sample(3000, torch.Generator().manual_seed(1))
     nearest = torch.cdist(draws, centers).argmin(dim=1)
     assert torch.bincount(nearest, minlength=3).min() > 900
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"d_dropout": 0.3},
+        {"g_batch_norm": True, "d_minibatch_stddev": True},
+        {"d_minibatch_kernels": 4, "d_spectral_norm": True},
+    ],
+)
+def test_gan_weights_saved_by_genlab_0_1_still_load(settings, tmp_path):
+    """GAN runs saved before the conv/conditional nets named layers by position in one Sequential per net
+    (generator.i, discriminator.i); they must load into today's model and give the same outputs."""
+    from genlab.training.checkpoint import load_model_weights
+
+    cls = get_model_class("gan")
+    model = cls(cls.make_config({**TINY_MODEL_ARGS["gan"], **settings}))
+    # The 0.1 layout: the same layers, flattened into one Sequential each (D's minibatch layers sat
+    # between its last hidden layer and its output layer).
+    old_generator = nn_sequential_of(model.generator.net)
+    old_discriminator = nn_sequential_of(
+        *list(model.discriminator.body)[1:], *model.discriminator.batch_layers, model.discriminator.head
+    )
+    torch.manual_seed(0)
+    old_state = {
+        **{f"generator.{k}": _perturbed(v) for k, v in old_generator.state_dict().items()},
+        **{f"discriminator.{k}": _perturbed(v) for k, v in old_discriminator.state_dict().items()},
+    }
+    assert not any(k.startswith(("generator.net.", "discriminator.body.")) for k in old_state)
+    load_model_weights(model, dict(old_state), tmp_path)
+    assert torch.equal(model.generator.net[0].weight, old_state["generator.0.weight"])
+    model.eval()
+    z = torch.randn(3, model.config.latent_dim)
+    images = torch.rand(3, 1, 28, 28) * 2 - 1
+    old_generator.load_state_dict({k[len("generator.") :]: v for k, v in old_state.items() if k[0] == "g"})
+    old_discriminator.load_state_dict(
+        {k[len("discriminator.") :]: v for k, v in old_state.items() if k[0] == "d"}
+    )
+    old_generator.eval(), old_discriminator.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.generator(z), old_generator(z).view(3, 1, 28, 28))
+        torch.testing.assert_close(
+            model.discriminate(images), old_discriminator(images.flatten(1)).squeeze(1)
+        )
+
+
+def _perturbed(value: torch.Tensor) -> torch.Tensor:
+    """Random positive floats of the same shape (so a wrong mapping shows; BatchNorm's running variance
+    must stay positive), integer buffers kept."""
+    return torch.rand_like(value) + 0.5 if value.is_floating_point() else value.clone()
+
+
+def nn_sequential_of(*modules):
+    """A Sequential holding the given modules (or a Sequential's children) under positional names."""
+    if len(modules) == 1 and isinstance(modules[0], torch.nn.Sequential):
+        modules = tuple(modules[0])
+    return torch.nn.Sequential(*modules)

@@ -187,5 +187,10 @@ class GenerativeModel(nn.Module):
         }
         return cls.Config(**typed)
 
+    def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Weights saved by an older genlab -> this version's names (loading calls it before strict
+        loading, so runs trained earlier keep working). Default: already current."""
+        return state
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

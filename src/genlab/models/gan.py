@@ -208,6 +208,31 @@ class GAN(GenerativeModel):
     def is_conditional(self) -> bool:
         return self.config.conditional
 
+    def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """GAN runs saved before conv/conditional nets (genlab 0.1) named the MLP layers by position in
+        one Sequential per net: generator.i -> generator.net.i; discriminator.i -> body.(i + 1) (after
+        the Flatten), then batch_layers, then head. Parameter order is unchanged, so optimizer state fits."""
+        if any(key.startswith(("generator.net.", "discriminator.head.")) for key in state):
+            return state
+        hidden = len(self.discriminator.body) - 1  # the body starts with a Flatten
+        batch = len(self.discriminator.batch_layers)
+        upgraded = {}
+        for key, value in state.items():
+            net, _, rest = key.partition(".")
+            index, _, tail = rest.partition(".")
+            if net == "generator":
+                key = f"generator.net.{rest}"
+            elif net == "discriminator" and index.isdigit():
+                i = int(index)
+                if i < hidden:
+                    key = f"discriminator.body.{i + 1}.{tail}"
+                elif i < hidden + batch:
+                    key = f"discriminator.batch_layers.{i - hidden}.{tail}"
+                else:
+                    key = f"discriminator.head.{tail}"
+            upgraded[key] = value
+        return upgraded
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         c = self.config
         betas = (c.beta1, c.beta2)

@@ -181,6 +181,8 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    upgrade = getattr(model, "upgrade_state_dict", None)  # runs saved by an older genlab keep loading
+    weights = upgrade(weights) if upgrade else weights
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
