@@ -12,17 +12,10 @@ import torch
 import genlab
 from genlab import explain, provenance
 from genlab.export import export_onnx
+from tests.models.test_variants import CONV_GAN
 
 ort = pytest.importorskip("onnxruntime")
 
-CONV_GAN = {
-    "arch": "conv",
-    "latent_dim": 8,
-    "g_width": 8,
-    "d_width": 8,
-    "g_batch_norm": True,
-    "d_dropout": 0.0,
-}
 VARIANTS = {
     "conditional-conv-gan": ("gan", {**CONV_GAN, "conditional": True, "loss": "hinge"}),
     "conditional-mlp-gan": (

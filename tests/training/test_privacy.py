@@ -19,6 +19,8 @@ from tests.training.test_trainer import assert_same_weights, final_weights, reco
 pytest.importorskip("opacus")
 from opacus.accountants import RDPAccountant  # noqa: E402
 
+from tests.models.test_variants import CONV_GAN
+
 
 def dp_config(name="vae", **settings):
     return tiny_config(name, **{"dp_epsilon": 3.0, "epochs": 1, **settings})
@@ -305,14 +307,6 @@ def test_eval_report_states_the_spent_epsilon(tmp_path):
 
 
 # --- the network variants (conv, conditional, objectives) ----------------------------------------------
-CONV_GAN = {
-    "arch": "conv",
-    "latent_dim": 8,
-    "g_width": 8,
-    "d_width": 8,
-    "g_batch_norm": True,
-    "d_dropout": 0.0,
-}
 
 
 @pytest.mark.parametrize(
