@@ -42,19 +42,12 @@ from genlab import viz  # noqa: E402
 from genlab.config import parse_overrides, route_overrides  # noqa: E402
 from genlab.errors import GenlabError  # noqa: E402
 from genlab.evaluation import headline  # noqa: E402
-from genlab.evaluation.evaluate import sample_images  # noqa: E402  (chunked, seeded sampling)
+from genlab.evaluation.evaluate import METRICS, sample_images  # noqa: E402  (chunked, seeded sampling)
 from genlab.metrics.classifier import extract  # noqa: E402
 
 JUDGED_DATASET = "mnist-5k"  # the judge recognizes digits: only rows on this dataset are judged
-EVAL_METRICS = (
-    "fid",
-    "kid",
-    "prdc",
-    "classifier_score",
-    "class_coverage",
-    "label_accuracy",
-    "reconstruction",
-)
+# every metric genlab eval has but the two slow ones a side-by-side table does not need
+EVAL_METRICS = tuple(m for m in METRICS if m not in ("memorization", "likelihood"))
 ROW_FILE = "zoo_row.json"  # the finished row's record, in its run dir
 TRAIN_FILE = "zoo_train.json"  # the training's settings and wall seconds, written as soon as it ends
 

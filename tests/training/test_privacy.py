@@ -46,19 +46,25 @@ class _Linear(GenerativeModel):
         return StepOutput(self.weight(batch.images).mean())
 
 
-def test_each_example_gradient_is_clipped_then_averaged_over_the_expected_batch():
-    model = _Linear()
-    private = PrivateTraining(
+def _private(model, max_grad_norm: float, expected_batch_size: int, noise_multiplier: float):
+    """DP-SGD on a toy model at a fixed noise level: epsilon/delta only feed the accountant here."""
+    return PrivateTraining(
         model,
         model.optimizers(),
         epsilon=1.0,
         delta=1e-5,
-        max_grad_norm=1.0,
+        max_grad_norm=max_grad_norm,
         sample_rate=0.1,
-        expected_batch_size=4,
+        expected_batch_size=expected_batch_size,
         planned_steps=10,
-        noise_multiplier=0.0,  # no noise: the step is the clipped sum / expected batch size exactly
+        noise_multiplier=noise_multiplier,
     )
+
+
+def test_each_example_gradient_is_clipped_then_averaged_over_the_expected_batch():
+    model = _Linear()
+    # no noise: the step is the clipped sum / expected batch size exactly
+    private = _private(model, max_grad_norm=1.0, expected_batch_size=4, noise_multiplier=0.0)
     optimizer = private.optimizers["main"]
     x = torch.tensor([[3.0, 4.0], [0.3, 0.4], [0.0, -2.0]])  # norms 5, 0.5, 2
     private.select("main")
@@ -114,17 +120,7 @@ def test_gan_d_step_per_example_gradients_add_up_to_the_ordinary_gradient():
 
 def test_empty_poisson_batch_takes_a_noise_only_step_that_the_accountant_counts():
     model = _Linear()
-    private = PrivateTraining(
-        model,
-        model.optimizers(),
-        epsilon=1.0,
-        delta=1e-5,
-        max_grad_norm=1.0,
-        sample_rate=0.1,
-        expected_batch_size=4,
-        planned_steps=10,
-        noise_multiplier=2.0,
-    )
+    private = _private(model, max_grad_norm=1.0, expected_batch_size=4, noise_multiplier=2.0)
     torch.manual_seed(0)
     private.empty_batch_step("main")
     step = model.weight.weight.detach().clone()
