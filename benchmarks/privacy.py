@@ -10,11 +10,18 @@ batch size, seed), then measures
   loss), for the GAN the discriminator's logit (white-box, LOGAN-style) and the distance to the nearest
   of N generated samples (black-box, GAN-Leaks-style). AUC 0.5 means the attack learns nothing.
 
+Two regimes, each a table (--regime):
+- utility: the whole mnist-5k training split (4,500 digits), a few epochs: what DP costs in quality.
+- memorize: a small training set (the first 1,800 of those digits plus 200 held out, as an .npz) trained
+  for many epochs, the setting in which a model without DP overfits and a membership attack has something
+  to find: whether DP takes that signal away is the question this table answers.
+
 Each finished row is saved as JSON under --out and reused unless --force, so an interrupted table can
 be completed, or built in several shorter jobs (--models vae, then --models gan):
 
-    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py     # all 8 rows
-    python benchmarks/privacy.py --table                        # print the measured rows again
+    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py                      # utility, 8 rows
+    flock /tmp/genlab-cpu.lock python benchmarks/privacy.py --regime memorize    # memorize, 8 rows
+    python benchmarks/privacy.py --table [--regime memorize]                     # print measured rows
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -42,7 +50,7 @@ from genlab.data import load_dataset  # noqa: E402
 EPSILONS = (0.0, 8.0, 3.0, 1.0)  # 0 = no DP
 # One budget per family, the same with and without DP. Smaller nets than the default presets: DP-SGD's
 # per-example gradients cost memory and time in proportion to the private weights.
-SETTINGS = {
+UTILITY_SETTINGS = {
     "vae": ["--epochs", "4", "--batch-size", "64", "--set", "hidden=[256]", "--set", "latent_dim=8"],
     # D without the minibatch-stddev feature in every row (DP training would swap it for a constant), so
     # all rows share one architecture and the white-box attack scores each image alone.
@@ -51,6 +59,29 @@ SETTINGS = {
         "--set", "g_hidden=[128,256,512]", "--set", "d_minibatch_stddev=false",
     ],
 }  # fmt: skip
+# Many epochs on 1,800 digits: wider nets than above, so that without DP they can memorize.
+MEMORIZE_SETTINGS = {
+    "vae": ["--epochs", "60", "--batch-size", "64", "--set", "hidden=[512]", "--set", "latent_dim=16"],
+    "gan": [
+        "--epochs", "60", "--batch-size", "64", "--set", "d_hidden=[512,256]",
+        "--set", "g_hidden=[128,256,512]", "--set", "d_minibatch_stddev=false",
+    ],
+}  # fmt: skip
+REGIMES = {"utility": UTILITY_SETTINGS, "memorize": MEMORIZE_SETTINGS}
+MEMORIZE_IMAGES = 2000  # 90% members, 10% held out by genlab's fixed split of an .npz
+
+
+def memorize_data(out: Path) -> Path:
+    """The first MEMORIZE_IMAGES mnist-5k training digits as an .npz (genlab holds 10% of it out)."""
+    path = out / f"mnist-first{MEMORIZE_IMAGES}.npz"
+    if not path.is_file():
+        digits = load_dataset("mnist-5k", "train")
+        np.savez(
+            path,
+            images=digits.images[:MEMORIZE_IMAGES, 0].numpy(),
+            labels=digits.labels[:MEMORIZE_IMAGES].numpy(),
+        )
+    return path
 
 
 def train(model: str, epsilon: float, out: Path, args: argparse.Namespace) -> tuple[list[str], float]:
@@ -61,12 +92,14 @@ def train(model: str, epsilon: float, out: Path, args: argparse.Namespace) -> tu
         "train",
         "--model",
         model,
-        *SETTINGS[model],
+        *REGIMES[args.regime][model],
         "--seed",
         str(args.seed),
         "--out",
         str(out),
     ]
+    if args.regime == "memorize":
+        command += ["--data", str(memorize_data(args.out).resolve())]
     if args.epochs:  # a quick check of the script, not the table's budget
         command += ["--epochs", str(args.epochs)]
     if epsilon > 0:
@@ -125,11 +158,12 @@ def judged(judge, images: torch.Tensor) -> dict:
 
 
 def run_row(model: str, epsilon: float, args: argparse.Namespace, judge) -> dict:
-    run_dir = args.out / f"{model}-eps{epsilon:g}"
+    run_dir = args.out / f"{row_prefix(args.regime)}{model}-eps{epsilon:g}"
     command, seconds = train(model, epsilon, run_dir, args)
     run = genlab.load(run_dir)
     privacy = run.privacy()
     row = {
+        "regime": args.regime,
         "model": model,
         "target_epsilon": epsilon or None,
         "epsilon": privacy["epsilon"] if privacy else None,
@@ -145,9 +179,13 @@ def run_row(model: str, epsilon: float, args: argparse.Namespace, judge) -> dict
     return row
 
 
+def row_prefix(regime: str) -> str:
+    return "" if regime == "utility" else f"{regime}-"  # utility rows keep their first names
+
+
 def table(rows: list[dict], meta: dict) -> str:
     lines = [
-        f"Measured {meta['date']} on {meta['machine']}.",
+        f"Regime {meta['regime']}: measured {meta['date']} on {meta['machine']}.",
         "",
         "| model | epsilon (target) | epsilon spent | noise multiplier | eval FID | recognized (p >= 0.9) "
         "| digits >= 5% | MIA AUC (loss / D) | MIA AUC (nearest sample) | train s |",
@@ -168,7 +206,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--models", nargs="+", default=["vae", "gan"], choices=sorted(SETTINGS))
+    parser.add_argument("--regime", choices=sorted(REGIMES), default="utility")
+    parser.add_argument("--models", nargs="+", default=["vae", "gan"], choices=sorted(UTILITY_SETTINGS))
     parser.add_argument("--epsilons", nargs="+", type=float, default=list(EPSILONS), help="0 = no DP")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/privacy"))
     parser.add_argument("--n", type=int, default=2000, help="samples for FID, the judge and the NN attack")
@@ -183,7 +222,7 @@ def main() -> int:
         judge = sample_quality.judge(sample_quality.MNIST_DIR, sample_quality.JUDGE_CACHE, console)
         for model in args.models:
             for epsilon in args.epsilons:
-                path = args.out / f"row-{model}-eps{epsilon:g}.json"
+                path = args.out / f"row-{row_prefix(args.regime)}{model}-eps{epsilon:g}.json"
                 if path.is_file() and not args.force:
                     continue
                 row = run_row(model, epsilon, args, judge)
@@ -192,12 +231,14 @@ def main() -> int:
                 console.print(row)
     order = {eps: i for i, eps in enumerate(EPSILONS)}
     rows = [json.loads(p.read_text()) for p in args.out.glob("row-*.json")]
+    rows = [r for r in rows if r.get("regime", "utility") == args.regime]
     rows.sort(key=lambda r: (r["model"] != "vae", order.get(r["target_epsilon"] or 0.0, 99)))
     if rows:
-        meta = {"date": max(r["date"] for r in rows), "machine": rows[0]["machine"]}
+        meta = {"date": max(r["date"] for r in rows), "machine": rows[0]["machine"], "regime": args.regime}
         text = table(rows, meta)
-        (args.out / "results.md").write_text(text)
-        (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+        stem = f"results-{args.regime}"
+        (args.out / f"{stem}.md").write_text(text)
+        (args.out / f"{stem}.json").write_text(json.dumps(rows, indent=2))
         print(text)
     return 0
 
