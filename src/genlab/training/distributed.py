@@ -38,6 +38,7 @@ TIMEOUT_ENV = "GENLAB_DIST_TIMEOUT"  # seconds a collective may wait for the oth
 DEFAULT_TIMEOUT_SECONDS = 600.0  # rank 0's epoch-end work (grids, checkpoint, quick eval) must fit in it
 
 _owned_group = False  # whether genlab created the default process group (and so must destroy it)
+_control_group = None  # the gloo group for votes when the data goes over NCCL
 _local_only = False  # set while rank 0 alone runs the model (epoch-end sampling): no collectives then
 
 
@@ -210,16 +211,18 @@ def setup(device: torch.device) -> Distributed:
             ) from exc
         _owned_group = True
         atexit.register(shutdown)  # also on an exception: peers then see the connection close at once
-    control = dist.new_group(backend="gloo", timeout=timeout) if backend != "gloo" else None
-    return Distributed(rank, world_size, local_rank, device, control)
+    global _control_group
+    if backend != "gloo" and _control_group is None:  # made once: every rank must join each new group
+        _control_group = dist.new_group(backend="gloo", timeout=timeout)
+    return Distributed(rank, world_size, local_rank, device, _control_group if backend != "gloo" else None)
 
 
 def shutdown() -> None:
     """Destroy the process group genlab created (idempotent); a no-op otherwise."""
-    global _owned_group
+    global _owned_group, _control_group
     if _owned_group and dist.is_initialized():
-        dist.destroy_process_group()
-    _owned_group = False
+        dist.destroy_process_group()  # all groups, the control group too
+    _owned_group, _control_group = False, None
 
 
 # --- BatchNorm over the global batch ----------------------------------------------------------------
