@@ -21,7 +21,7 @@ from torch import nn
 
 from genlab.cli import main as genlab_main
 from genlab.data.batching import DeviceBatches
-from genlab.errors import DataError
+from genlab.errors import ConfigError, DataError
 from genlab.training.checkpoint import load_weights
 from genlab.training.distributed import Distributed, SyncBatchNorm, convert_sync_batchnorm
 
@@ -104,6 +104,25 @@ def test_shards_are_disjoint_and_make_up_the_one_process_batch():
 def test_a_batch_that_does_not_split_evenly_is_refused():
     with pytest.raises(DataError, match="multiple of 3"):
         DeviceBatches(torch.zeros(40, 1, 1, 1), None, 8, seed=0, shard=(0, 3))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"batch_size": 33}, "not a multiple of 2"), ({"dp_epsilon": 3.0}, "differential privacy")],
+)
+def test_settings_that_cannot_split_over_processes_are_one_line_errors(
+    tmp_path, mnist_small, monkeypatch, settings, message
+):
+    from genlab.runs import resolve_config
+    from genlab.training import distributed
+    from genlab.training.trainer import Trainer
+
+    two = Distributed(rank=0, world_size=2, device=torch.device("cpu"))  # as torchrun's rank 0 would see
+    monkeypatch.setattr(distributed, "setup", lambda device: two)
+    config = resolve_config(overrides={"model": "ae", "device": "cpu", **settings})
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config, tmp_path / "run", dataset=mnist_small)
+    assert not (tmp_path / "run").exists()
 
 
 def test_one_process_context_is_free_and_exact():
