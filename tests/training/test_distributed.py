@@ -60,6 +60,12 @@ def torchrun(tmp_path: Path, commands: list[list[str]], env: dict | None = None,
         "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO)]),
         "OMP_NUM_THREADS": "1",
         "GENLAB_TEST_WATCH": str(tmp_path / "runs"),
+        # gloo binds to the interface of the host name, which a container may not resolve; loopback always is
+        **(
+            {"GLOO_SOCKET_IFNAME": "lo"}
+            if sys.platform == "linux" and "GLOO_SOCKET_IFNAME" not in os.environ
+            else {}
+        ),
         **(env or {}),
     }
     done = subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=timeout)
@@ -135,6 +141,16 @@ def test_one_process_context_is_free_and_exact():
     assert context.any_of(True, False) == (True, False) and context.is_main
 
 
+def test_each_rank_draws_its_own_noise_as_a_function_of_seed_step_and_rank():
+    def draw(rank: int, step: int, seed: int = 0) -> torch.Tensor:
+        Distributed(rank=rank, world_size=2, device=torch.device("cpu")).seed_step(seed, step)
+        return torch.randn(4)
+
+    assert torch.equal(draw(1, 5), draw(1, 5))  # what a resumed run draws again
+    assert not torch.equal(draw(0, 5), draw(1, 5))  # ranks must not duplicate each other's noise
+    assert not torch.equal(draw(1, 5), draw(1, 6)) and not torch.equal(draw(1, 5), draw(1, 5, seed=1))
+
+
 def test_convert_keeps_parameters_and_state_dict_names():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Sequential(nn.BatchNorm2d(2, affine=False)))
     names, weight = list(model.state_dict()), model[1].weight
@@ -148,8 +164,9 @@ def test_convert_keeps_parameters_and_state_dict_names():
 def launch(tmp_path_factory, mnist_small_npz):
     """One process, global batch 32, 2 epochs of 7 steps: the reference (both epoch checkpoints kept).
     Then one torchrun launch of 2 processes (start-up paid once) running, in order: a fresh 1-epoch run,
-    its resume to 2 epochs (a new Trainer loading the checkpoint, as a new launch would), a GAN with
-    BatchNorm in D, SyncBatchNorm against BatchNorm, and a run in which rank 1 fails at step 2."""
+    its resume to 2 epochs (a new Trainer loading the checkpoint, as a new launch would), the same for a
+    GAN with BatchNorm in D plus its unbroken 2-epoch run, SyncBatchNorm against BatchNorm, and a run in
+    which rank 1 fails at step 2."""
     root = tmp_path_factory.mktemp("ddp")
     runs = root / "runs"
     assert genlab_main(tiny_args(mnist_small_npz, root / "one", "ae", 2)) == 0
@@ -157,12 +174,14 @@ def launch(tmp_path_factory, mnist_small_npz):
         tiny_args(mnist_small_npz, runs / "ddp", "ae", 1),
         tiny_args(mnist_small_npz, runs / "ddp", "ae", 2, "--resume"),
         tiny_args(mnist_small_npz, runs / "gan", "gan", 1),
+        tiny_args(mnist_small_npz, runs / "gan", "gan", 2, "--resume"),
+        tiny_args(mnist_small_npz, runs / "gan-full", "gan", 2),
         ["sync-batchnorm"],
         tiny_args(mnist_small_npz, runs / "fail", "ae", 1),
     ]
     fail = {"GENLAB_TEST_FAIL_RANK": "1", "GENLAB_TEST_FAIL_STEP": "2", "GENLAB_TEST_FAIL_RUN": "fail"}
     done, audit = torchrun(root, commands, {**fail, "GENLAB_DIST_TIMEOUT": "60"}, timeout=180)
-    assert done.stdout.count("done:") == 3, done.stderr[-3000:]  # one summary per run, from rank 0
+    assert done.stdout.count("done:") == 5, done.stderr[-3000:]  # one summary per run, from rank 0
     return {"root": root, "reference": root / "one", "runs": runs, "audit": audit, "done": done}
 
 
@@ -172,6 +191,16 @@ def test_two_processes_match_one_process_also_after_resume(launch):
     assert_close_records(records(ddp), records(reference))
     for step in (7, 14):  # after the fresh run, and after its resume under DDP
         assert_close_weights(checkpoint(ddp, step), checkpoint(reference, step))
+
+
+@pytest.mark.slow
+def test_a_stochastic_family_resumes_exactly_under_ddp(launch):
+    """Each rank's noise is a function of (seed, step, rank), so a resumed 2-process GAN draws what the
+    unbroken one drew: same losses and weights, bit for bit (same processes, same order of sums)."""
+    resumed, full = launch["runs"] / "gan", launch["runs"] / "gan-full"
+    assert records(resumed) == records(full)
+    a, b = checkpoint(resumed, 14), checkpoint(full, 14)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow

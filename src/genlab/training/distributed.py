@@ -75,6 +75,17 @@ class Distributed:
     def describe(self) -> str:
         return f"rank {self.rank} of {self.world_size}"
 
+    def seed_step(self, seed: int, step: int) -> None:
+        """Seed this process's random draws (noise, latent codes) for `step`: distinct per rank, and a pure
+        function of (seed, step, rank), so a resumed run draws what an unbroken one would. One process keeps
+        its single stream, saved in checkpoints, as before."""
+        if not self.enabled:
+            return
+        value = step_seed(seed, step, self.rank)
+        torch.default_generator.manual_seed(value)
+        if self.device is not None and self.device.type == "cuda":
+            torch.cuda.manual_seed(value)  # this process's GPU only
+
     # --- collectives (all no-ops with one process) --------------------------------------------------
     def average_gradients(self, parameters: Sequence[Tensor]) -> None:
         """Replace each gradient by its mean over the ranks: the gradient of the global batch's mean loss,

@@ -307,8 +307,7 @@ class Trainer:
         return TrainResult(self.run_dir, state.step, state.epoch, seconds, interrupted, last_record)
 
     def _train_step(self, batch: Batch, interval: _Interval) -> None:
-        if self.dist.enabled:  # each rank its own noise, a pure function of (seed, step, rank): resumable
-            torch.manual_seed(distributed.step_seed(self.config.seed, self.state.step, self.dist.rank))
+        self.dist.seed_step(self.config.seed, self.state.step)  # under torchrun: noise per (seed, step, rank)
         for name, optimizer in self.optimizers.items():
             self.model.zero_grad(set_to_none=True)
             optimizer.zero_grad(set_to_none=True)  # a DP optimizer also drops its per-example gradients
