@@ -115,9 +115,11 @@ def cmd_train(args) -> int:
     if config.dp_epsilon == 0 and (flags["dp_delta"] is not None or flags["dp_max_grad_norm"] is not None):
         raise ConfigError("--dp-delta and --dp-max-grad-norm need --dp-epsilon (differential privacy is off)")
     out = Path(args.out) if args.out else Path("runs") / config.model
-    result = Trainer(config, out, resume=args.resume).fit()
-    print(
-        f"{'stopped' if result.interrupted else 'done'}: {result.steps} steps in {result.seconds:.1f}s -> {out}/ "
-        f"(samples.png, loss_curves.png, checkpoints/)"
-    )
+    trainer = Trainer(config, out, resume=args.resume)
+    result = trainer.fit()
+    if trainer.dist.is_main:  # under torchrun, one summary for the job
+        print(
+            f"{'stopped' if result.interrupted else 'done'}: {result.steps} steps in {result.seconds:.1f}s -> {out}/ "
+            f"(samples.png, loss_curves.png, checkpoints/)"
+        )
     return 130 if result.interrupted else 0

@@ -45,6 +45,7 @@ class DeviceBatches:
         seed: int,
         drop_last: bool = True,
         sampling: str = "shuffle",
+        shard: tuple[int, int] = (0, 1),
     ):
         if sampling not in SAMPLINGS:
             raise DataError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
@@ -67,6 +68,17 @@ class DeviceBatches:
         self.drop_last = drop_last
         self.num_samples = n
         self.sampling = sampling
+        # Data-parallel training: process `rank` of `world` takes positions rank::world of every batch, so
+        # the shards of a step are disjoint and together are exactly the one-process batch.
+        rank, world = shard
+        if not 0 <= rank < world:
+            raise DataError(f"shard rank {rank} is outside 0..{world - 1}")
+        if world > 1 and (sampling != "shuffle" or not drop_last or batch_size % world):
+            raise DataError(
+                f"{world} processes split each batch evenly: the batch size ({batch_size}) must be a "
+                f"multiple of {world}, with shuffle sampling and full batches"
+            )
+        self.shard = (rank, world)
 
     @property
     def sample_rate(self) -> float:
@@ -109,4 +121,6 @@ class DeviceBatches:
         bs = self.batch_size
         for b in range(start_batch, len(self)):
             idx = order[b * bs : (b + 1) * bs]  # (B,), B == bs except maybe the last batch
+            if self.shard[1] > 1:
+                idx = idx[self.shard[0] :: self.shard[1]]  # (B / world,): this process's share
             yield self.images[idx], None if self.labels is None else self.labels[idx]

@@ -4,6 +4,8 @@ Per step it calls `model.training_step(batch, name)` once per optimizer, in orde
 clipping and the optimizer step itself; it never branches on the model family. Around that: seeds,
 device-resident batches, EMA, a deferred NaN/inf guard, progress, metrics.jsonl, fixed-noise sample
 grids and loss curves each epoch, atomic checkpoints, exact resume, and Ctrl-C that saves and stops.
+Under torchrun it trains data-parallel (training/distributed.py): each process takes its share of every
+batch, gradients are averaged after each backward, and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..data import DeviceBatches, ImageDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..models.base import Batch, GenerativeModel
 from ..runs import build_model, model_config_values, read_run_config
+from . import distributed
 from .checkpoint import (
     CONFIG_FILE,
     TrainingState,
@@ -89,7 +92,10 @@ class Trainer:
         config.validate()
         self.config, self.run_dir, self.resume = config, Path(run_dir), resume
         self.console = console or Console(stderr=True)
-        self.device = resolve_device(config.device)
+        self.dist = distributed.setup(resolve_device(config.device))  # one process outside torchrun
+        self.device = self.dist.device
+        if self.dist.enabled:
+            self._check_distributed()
         self._stop_requested = False
         self._step_hooks: list = []
         self._last_plot = time.perf_counter()
@@ -106,6 +112,8 @@ class Trainer:
         else:
             model_values = model_config_values(config, self.dataset.image_shape, self.dataset.num_classes)
         self.model = build_model(config.model, model_values).to(self.device)
+        if self.dist.enabled:  # before the optimizers: BatchNorm statistics over the global batch
+            distributed.convert_sync_batchnorm(self.model)
         private = config.dp_epsilon > 0
         if private:  # before the optimizers and the EMA copy: it may swap layers
             from .privacy import make_per_sample_compatible
@@ -121,6 +129,7 @@ class Trainer:
             config.batch_size,
             seed=config.seed,
             sampling="poisson" if private else "shuffle",  # what the DP accountant assumes
+            shard=(self.dist.rank, self.dist.world_size),
         )
         self.privacy = self._private_training() if private else None
         self.state = TrainingState()
@@ -135,13 +144,29 @@ class Trainer:
                 from .privacy import restore
 
                 restore(self.privacy, self.state.extra)
-            self._truncate_metrics(self.state.step)
-        else:
+            if self.dist.is_main:
+                self._truncate_metrics(self.state.step)
+        elif self.dist.is_main:
             self._write_run_config()
+        self.dist.broadcast_module(self.model)  # a guard: every rank built or loaded the same weights
         if self.privacy:
             self._announce_privacy()
 
     # --- set-up ------------------------------------------------------------------------------------
+    def _check_distributed(self) -> None:
+        config, world = self.config, self.dist.world_size
+        if config.dp_epsilon > 0:
+            raise ConfigError(
+                "differential privacy (--dp-epsilon) runs in one process; launch without torchrun"
+            )
+        if config.batch_size % world:
+            raise ConfigError(
+                f"--batch-size is the global batch, split evenly over the {world} processes: "
+                f"{config.batch_size} is not a multiple of {world}"
+            )
+        if not self.dist.is_main:  # one voice: rank 0 prints progress; errors still surface on every rank
+            self.console = Console(stderr=True, quiet=True)
+
     def _private_training(self):
         """DP-SGD on the model's private parts; their optimizers are replaced by Opacus DP optimizers."""
         from .privacy import PrivateTraining
@@ -181,7 +206,9 @@ class Trainer:
             raise ConfigError(
                 f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist.barrier("run-directory check")  # every rank checks before rank 0 writes config.json
 
     def _write_run_config(self) -> None:
         write_json_atomic(
@@ -259,15 +286,17 @@ class Trainer:
                         last_record = self._log(interval)
                         interval = _Interval(time.perf_counter())
                         progress.update(task, status=_status_text(last_record))
-                    if self._stop_requested or time.perf_counter() > deadline:
-                        interrupted = self._stop_requested
+                    stop, late = self.dist.any_of(self._stop_requested, time.perf_counter() > deadline)
+                    if stop or late:  # all ranks agree, so all stop at the same step
+                        interrupted = stop
                         break
                 else:
                     state.epoch, state.batch_in_epoch = epoch + 1, 0
                 if interval.steps:
                     last_record = self._log(interval)
                     interval = _Interval(time.perf_counter())
-                stopping = interrupted or time.perf_counter() > deadline or state.epoch >= config.epochs
+                (late,) = self.dist.any_of(time.perf_counter() > deadline)
+                stopping = interrupted or late or state.epoch >= config.epochs
                 self._end_of_epoch(epoch, last_record, time.perf_counter() - start_time, final=stopping)
                 interval.start = time.perf_counter()  # images/s measures training steps, not epoch-end work
                 if stopping:
@@ -278,6 +307,7 @@ class Trainer:
         return TrainResult(self.run_dir, state.step, state.epoch, seconds, interrupted, last_record)
 
     def _train_step(self, batch: Batch, interval: _Interval) -> None:
+        self.dist.seed_step(self.config.seed, self.state.step)  # under torchrun: noise per (seed, step, rank)
         for name, optimizer in self.optimizers.items():
             self.model.zero_grad(set_to_none=True)
             optimizer.zero_grad(set_to_none=True)  # a DP optimizer also drops its per-example gradients
@@ -293,8 +323,9 @@ class Trainer:
             for key, value in output.logs.items():
                 interval.logs[key].append(value)
             output.loss.backward()
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            self.dist.average_gradients(params)  # before clipping: the global batch's gradient is clipped
             if self.config.grad_clip > 0:
-                params = [p for group in optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             optimizer.step()
         if self.ema:
@@ -305,11 +336,12 @@ class Trainer:
         """Deferred NaN/inf guard: one device sync per log interval, yet it names the exact step."""
         if not interval.losses:
             return
-        values = torch.stack([loss.float() for _, _, loss in interval.losses])
-        finite = torch.isfinite(values)
+        values = self.dist.mean(torch.stack([loss.float() for _, _, loss in interval.losses]))
+        finite = torch.isfinite(values)  # averaged over ranks: a NaN on any rank stops all of them alike
         if bool(finite.all()):
             return
-        step, name, loss = interval.losses[int((~finite).nonzero()[0])]
+        index = int((~finite).nonzero()[0])
+        step, name, loss = interval.losses[index][0], interval.losses[index][1], values[index]
         kept = "; the last good checkpoint is kept" if (self.run_dir / "checkpoints").is_dir() else ""
         raise TrainingError(
             f"{name} loss became {loss.item()} at step {step + 1} (epoch {self.state.epoch + 1}){kept}; "
@@ -323,16 +355,32 @@ class Trainer:
             "step": self.state.step,
             "epoch": self.state.epoch + self.state.batch_in_epoch / len(self.batches),
         }
-        for key, values in interval.logs.items():
-            record[key] = float(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean())
-        record["images_per_sec"] = interval.images / seconds
+        keys = sorted(interval.logs)  # the same keys on every rank, reduced in one call in this order
+        means = [
+            torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in interval.logs[k]]).mean()
+            for k in keys
+        ]
+        if means:
+            means = self.dist.mean(torch.stack(means)).tolist()  # the global batch's figures
+        for key in interval.logs:
+            record[key] = float(means[keys.index(key)])
+        record["images_per_sec"] = interval.images * self.dist.world_size / seconds
         if self.privacy:
             record["dp_epsilon"] = self.privacy.epsilon()
-        with open(self.run_dir / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        if self.dist.is_main:
+            with open(self.run_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
         return record
 
     def _end_of_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
+        if self.dist.is_main:
+            with distributed.local_only():
+                self._save_epoch(epoch, record, elapsed, final)
+        self.model.train()
+        self.dist.barrier("end of epoch")  # the others wait (on the CPU) while rank 0 writes its files
+        self.dist.broadcast_buffers(self.sampling_model)  # rank 0 alone fitted the sampler (if any)
+
+    def _save_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
         sampler = self.sampling_model
         sampler.fit_sampler(self.images)  # only the weights that sample need a fitted prior
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
