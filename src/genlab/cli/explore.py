@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import device, positive_int, test_split
+from .common import device, device_name, positive_int, seed_int, test_split
 from .trust import add_signing_options, signer_from_args
 
 
@@ -20,7 +20,7 @@ def register(commands) -> None:
     sample.add_argument(
         "--out", default="samples.png", help=".png for a grid, .npz for uint8 images (N, H, W, C) and labels"
     )
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--label", help="conditional models: every sample of this class (index or name)")
     sample.add_argument(
         "--per-class",
@@ -28,7 +28,7 @@ def register(commands) -> None:
         metavar="N",
         help="conditional models: N samples of every class, a row each",
     )
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", type=device_name, default="cpu")
     add_signing_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
@@ -38,7 +38,7 @@ def register(commands) -> None:
     reconstruct.add_argument("--split", default="test", choices=["train", "test"])
     reconstruct.add_argument("--n", type=positive_int, default=10)
     reconstruct.add_argument("--out", default="reconstructions.png")
-    reconstruct.add_argument("--device", default="cpu")
+    reconstruct.add_argument("--device", type=device_name, default="cpu")
     reconstruct.set_defaults(handler=cmd_reconstruct)
 
     interpolate = commands.add_parser("interpolate", help="walks through latent space, one per row")
@@ -46,12 +46,12 @@ def register(commands) -> None:
     interpolate.add_argument("--out", default="interpolation.png")
     interpolate.add_argument("--steps", type=positive_int, default=10)
     interpolate.add_argument("--rows", type=positive_int, default=4)
-    interpolate.add_argument("--seed", type=int, default=0)
+    interpolate.add_argument("--seed", type=seed_int, default=0)
     interpolate.add_argument("--data", help="ae/vae: walk between encoded test images of this dataset")
     interpolate.add_argument(
         "--label", help="conditional models: walk with this class fixed (default: row r shows class r)"
     )
-    interpolate.add_argument("--device", default="cpu")
+    interpolate.add_argument("--device", type=device_name, default="cpu")
     interpolate.set_defaults(handler=cmd_interpolate)
 
     info = commands.add_parser("info", help="what a run is: model, settings, checkpoint, progress")
