@@ -151,22 +151,22 @@ def coerce_value(key: str, value: Any, like: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {_show(value)}")
+            raise ConfigError(f"bad value {_show(value)} for {key}: expected true or false")
         return value
     if isinstance(like, int):
         return _integer(key, value, "an integer")
     if isinstance(like, float):
         number = _number(value)
         if number is None:
-            raise ConfigError(f"{key} must be a number, got {_show(value)}")
+            raise ConfigError(f"bad value {_show(value)} for {key}: expected a number")
         return number
     if isinstance(like, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list such as [64, 32], got {_show(value)}")
+            raise ConfigError(f"bad value {_show(value)} for {key}: expected a list such as [64, 32]")
         return tuple(_integer(key, v, "a list of integers such as [64, 32]", value) for v in value)
     if isinstance(like, str):
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key} must be a string, got {_show(value)}")
+            raise ConfigError(f"bad value {_show(value)} for {key}: expected a string")
         return str(value)
     return value
 
@@ -185,5 +185,7 @@ def _number(value: Any) -> float | None:
 def _integer(key: str, value: Any, words: str, whole: Any = None) -> int:
     number = value if isinstance(value, int) and not isinstance(value, bool) else _number(value)
     if number is None or (isinstance(number, float) and not number.is_integer()):
-        raise ConfigError(f"{key} must be {words}, got {_show(whole if whole is not None else value)}")
+        raise ConfigError(
+            f"bad value {_show(whole if whole is not None else value)} for {key}: expected {words}"
+        )
     return int(number)

@@ -29,6 +29,19 @@ def int_at_least(minimum: int, words: str):
     return parse
 
 
+def int_in(minimum: int, maximum: int, words: str):
+    """An argparse type: an integer in [minimum, maximum]; the limit is in the message."""
+    at_least = int_at_least(minimum, words)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {words} (at most {maximum}), got {text!r}")
+        return value
+
+    return parse
+
+
 positive_int = int_at_least(1, "a positive integer")
 nonnegative_int = int_at_least(0, "an integer >= 0")
 

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import device, device_name, positive_int, seed_int
+from .common import device, device_name, int_in, positive_int, seed_int
+
+MAX_EVAL_SAMPLES = 200_000  # held in memory with their features; 10,000 is the usual FID size
 
 
 def register(commands) -> None:
@@ -19,7 +21,7 @@ def register(commands) -> None:
     evaluate.add_argument("run_dir")
     evaluate.add_argument(
         "--n",
-        type=positive_int,
+        type=int_in(1, MAX_EVAL_SAMPLES, "a positive integer"),
         default=10_000,
         help="samples (default 10000); test-split metrics use up to n",
     )

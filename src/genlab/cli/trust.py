@@ -90,7 +90,11 @@ def cmd_provenance(args) -> int:
 def cmd_explain(args) -> int:
     from ..explain import explain_run
     from ..runs import load
+    from .explore import check_grid_size
 
+    check_grid_size(
+        args.dims * args.steps, f"explain --dims {args.dims} --steps {args.steps}", "ask for fewer"
+    )
     run = load(args.run_dir, device=device(args.device))
     out = Path(args.out) if args.out else run.run_dir
     report = explain_run(run, out, dims=args.dims, steps=args.steps, n=args.n, seed=args.seed)

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .common import device, device_name, int_at_least, positive_int, seed_int
+from .common import device, device_name, int_at_least, int_in, seed_int
 
 PROGRESS_MIN_IMAGES = 2000  # below this the work takes a second or two: no bar
+MAX_SYNTH_IMAGES = 1_000_000  # a synthetic dataset is built in memory before it is written
 
 
 def register(commands) -> None:
@@ -48,8 +49,9 @@ def register(commands) -> None:
 
     synth = commands.add_parser("synth", help="a synthetic dataset: labeled per class, or --n unlabeled")
     synth.add_argument("run_dir")
-    synth.add_argument("--per-class", type=positive_int, help="images per class (conditional models)")
-    synth.add_argument("--n", type=positive_int, help="number of images (unconditional models)")
+    count = int_in(1, MAX_SYNTH_IMAGES, "a positive integer")
+    synth.add_argument("--per-class", type=count, help="images per class (conditional models)")
+    synth.add_argument("--n", type=count, help="number of images (unconditional models)")
     synth.add_argument("--out", required=True, help="a folder (class subfolders of PNGs) or an .npz")
     synth.add_argument("--seed", type=seed_int, default=0)
     synth.add_argument("--device", type=device_name, default="cpu")
@@ -155,6 +157,10 @@ def cmd_synth(args) -> int:
     out = Path(args.out)
     run = _load(args.run_dir, args.device)
     total = args.per_class * run.model.config.num_classes if args.per_class else args.n or 0
+    if total > MAX_SYNTH_IMAGES:
+        raise ConfigError(
+            f"synth would make {total} images; at most {MAX_SYNTH_IMAGES}: ask for fewer per class"
+        )
     with progress_bar(total, "sampling") as advance:
         images, labels = synth.synthesize(
             run, per_class=args.per_class, n=args.n, seed=args.seed, progress=advance
