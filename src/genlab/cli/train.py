@@ -113,6 +113,9 @@ def cmd_train(args) -> int:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR: the run to continue")
         saved, saved_model = read_run_config(Path(args.out))
+        for key in ("model", "preset"):  # before resolving: the saved settings belong to the saved model
+            if flags[key] is not None and flags[key] != getattr(saved, key):
+                _refuse_on_resume(key, getattr(saved, key), flags[key])
         config = resolve_config({**saved.to_dict(), **file_values}, overrides, flags)
         given = {**file_values, **overrides, **{k: v for k, v in flags.items() if v is not None}}
         check_resume_settings(config, saved, saved_model, given)

@@ -292,13 +292,13 @@ def _decode_images(files: list[Path]) -> np.ndarray:
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                out[i] = _to_uint8(im, mode).reshape(h, w, channels)
+                out[i] = to_uint8(im, mode).reshape(h, w, channels)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {f}: {exc}") from exc
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (N, C, H, W)
 
 
-def _to_uint8(image: Image.Image, mode: str) -> np.ndarray:
+def to_uint8(image: Image.Image, mode: str) -> np.ndarray:
     """One image as uint8 pixels of `mode` ("L" or "RGB"). Pillow's convert() clips 16-bit grayscale
     (modes I;16 and I, as Pillow opens 16-bit PNGs) to 255 instead of scaling it: 0..65535 -> 0..255 here."""
     if image.mode not in _WIDE_GRAY_MODES:
