@@ -153,7 +153,7 @@ ARGUMENT_CASES = [
     case(
         "provenance-plain-text",
         "provenance {tmp}/a.txt",
-        "no genlab provenance",
+        "not an image genlab can read",
         write_file("a.txt", "hello"),
     ),
     case("serve-port", "serve ae={ae} --port 70000", "--port must be 0..65535"),
