@@ -119,6 +119,28 @@ def check_device_name(name: str) -> str:
     return name
 
 
+MAX_WEIGHTS = 1_000_000_000  # 4 GB of float32 weights, 16 GB with Adam's two moments and the gradients
+
+
+def check_model_size(model_class: type, config: Any) -> None:
+    """Refuse a model too large to allocate (e.g. three hidden layers of 65536), counted on PyTorch's meta
+    device, which builds modules with shapes but no memory. A model that cannot be built shape-only is
+    not estimated; a ValueError of the model's own checks propagates as it would from the real build."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = model_class(config)
+    except (RuntimeError, NotImplementedError):
+        return
+    weights = sum(t.numel() for t in [*model.parameters(), *model.buffers()])
+    if weights > MAX_WEIGHTS:
+        raise ConfigError(
+            f"these {model_class.name} settings make {weights:,} weights; at most {MAX_WEIGHTS:,} fit "
+            "in memory: use smaller hidden sizes, widths or latent_dim"
+        )
+
+
 def check_config(config: Any, prefix: str = "") -> None:
     """Apply the config's constraints table to every field; the first bad one is a ConfigError."""
     table = type(config).constraints

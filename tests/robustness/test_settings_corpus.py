@@ -156,6 +156,23 @@ SETTINGS_CASES = [
     case("config-missing", ["train", "--config", "{tmp}/none.yaml"], "config file not found"),
 ]
 
+# models too large to allocate: refused once the data fixes the image size, before any weight is made
+SIZE_CASES = [
+    case(
+        "gan-too-large",
+        "train --data {digits} --set model.g_hidden=[65536,65536,65536] --out {tmp}/run",
+        "weights; at most 1,000,000,000 fit in memory",
+        absent="{tmp}/run/config.json",
+    ),
+    case(
+        "ae-mixture-too-large",
+        "train --model ae --data {digits} --set model.latent_dim=65536 --set model.gmm_components=1000 "
+        "--out {tmp}/run",
+        "weights; at most 1,000,000,000 fit in memory",
+        absent="{tmp}/run/config.json",
+    ),
+]
+
 # --resume: settings that would change what the run computes are refused (never silently ignored)
 RESUME_CASES = [
     case(
@@ -196,7 +213,7 @@ RESUME_CASES = [
 ]
 
 
-@pytest.mark.parametrize("c", params(SETTINGS_CASES + RESUME_CASES))
+@pytest.mark.parametrize("c", params(SETTINGS_CASES + SIZE_CASES + RESUME_CASES))
 def test_bad_setting_is_one_line_exit_2(c, tmp_path, capsys, places):
     check_case(c, tmp_path, capsys, places)
 
