@@ -203,3 +203,31 @@ def test_sample_npz_is_written_in_chunks(tmp_path, places, monkeypatch):
         assert archive["images"].shape == exact.shape and archive["images"].dtype == np.uint8
         assert "provenance" in archive.files
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_streamed_npz_keeps_labels_in_step_with_images(tmp_path, monkeypatch):
+    """Chunked sampling with classes: every chunk's labels go to the model and to 'labels' in order."""
+    import types
+
+    import torch
+
+    from genlab import viz
+    from genlab.cli import explore
+
+    class ClassPainter:
+        """A stand-in model whose sample k is filled with (its label + 1) / 10."""
+
+        config = types.SimpleNamespace(image_shape=(1, 4, 4))
+
+        def sample(self, n, labels=None, generator=None):
+            return (labels.float()[:, None, None, None] + 1).expand(n, 1, 4, 4) / 10
+
+    monkeypatch.setattr(explore, "SAMPLE_CHUNK", 4)
+    run = types.SimpleNamespace(model=ClassPainter())
+    out = tmp_path / "s.npz"
+    explore.write_samples_npz(run, out, 9, seed=0, labels_of=explore.class_rows(3), extra={"x": np.arange(2)})
+    with np.load(out) as archive:
+        labels, images = archive["labels"], archive["images"]
+        assert labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and archive["x"].tolist() == [0, 1]
+    expected = torch.tensor(labels + 1, dtype=torch.float32)[:, None, None, None].expand(9, 1, 4, 4) / 10
+    assert np.array_equal(images, viz.to_uint8_hwc(expected))
