@@ -10,11 +10,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from .constraints import MAX_SEED, Check, DeviceName, at_least, check_config, coerce_value, fraction, positive
 from .errors import ConfigError
+
+__all__ = ["TrainConfig", "coerce_value", "load_config_file", "parse_overrides", "set_value"]
 
 
 @dataclass
@@ -38,6 +41,23 @@ class TrainConfig:
     dp_delta: float = 0.0  # 0 = 1 / (training images)
     dp_max_grad_norm: float = 1.0  # DP-SGD clips each example's gradient to this L2 norm
     model_args: dict[str, Any] = field(default_factory=dict)
+    constraints: ClassVar[dict[str, Check]] = {
+        "epochs": at_least(1, 1_000_000),
+        "batch_size": at_least(1, 1_000_000),
+        "seed": at_least(0, MAX_SEED),
+        "device": DeviceName(),
+        "ema_decay": fraction(high_open=True),
+        "grad_clip": at_least(0),
+        "log_every": at_least(1),
+        "grid_size": at_least(1, 1024),
+        "keep_checkpoints": at_least(1),
+        "time_limit_minutes": at_least(0),
+        "eval_every": at_least(0),
+        "eval_n": at_least(10, 1_000_000),
+        "dp_epsilon": at_least(0),  # 0 = no DP
+        "dp_delta": fraction(high_open=True),  # 0 = 1 / (training images)
+        "dp_max_grad_norm": positive(),
+    }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -50,62 +70,13 @@ class TrainConfig:
         return config
 
     def validate(self) -> None:
-        checks = [
-            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-            (self.grad_clip >= 0.0, f"grad_clip must be >= 0, got {self.grad_clip}"),
-            (self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}"),
-            (self.time_limit_minutes >= 0, f"time_limit_minutes must be >= 0, got {self.time_limit_minutes}"),
-            (self.grid_size >= 1, f"grid_size must be >= 1, got {self.grid_size}"),
-            (self.eval_every >= 0, f"eval_every must be >= 0, got {self.eval_every}"),
-            (self.eval_n >= 10, f"eval_n must be >= 10, got {self.eval_n}"),
-            (self.dp_epsilon >= 0.0, f"dp_epsilon must be > 0 (or 0 for no DP), got {self.dp_epsilon}"),
-            (0.0 <= self.dp_delta < 1.0, f"dp_delta must be in (0, 1) (or 0 for 1/N), got {self.dp_delta}"),
-            (self.dp_max_grad_norm > 0.0, f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}"),
-            (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
-            (
-                self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-                f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
+        """Every setting against its entry in `constraints` (ranges, choices), with the range in the error."""
+        check_config(self)
 
+
+_CHECKED_ELSEWHERE = ("model", "preset", "data", "model_args")  # by the registry, the loader, the model
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def coerce_value(key: str, value: Any, like: Any) -> Any:
-    """Convert `value` (often a string from the command line) to the type of the default `like`."""
-    if isinstance(value, str) and not isinstance(like, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"cannot parse value {value!r} for {key}") from exc
-    try:
-        if isinstance(like, bool):
-            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if isinstance(like, int) and not isinstance(value, bool):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
-        if isinstance(like, float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(like, (tuple, list)):
-            if not isinstance(value, (list, tuple)):
-                raise ValueError
-            return tuple(value)
-        if isinstance(like, str):
-            return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad value {value!r} for {key}: expected {type(like).__name__}") from exc
-    return value
 
 
 def set_value(config: TrainConfig, key: str, value: Any) -> None:
@@ -122,7 +93,19 @@ def set_value(config: TrainConfig, key: str, value: Any) -> None:
         raise ConfigError(
             f"unknown setting {key!r}; known: {', '.join(sorted(_FIELDS))}, or model.<name> for model settings"
         )
-    setattr(config, key, coerce_value(key, value, getattr(TrainConfig(), key)))
+    value = coerce_value(key, value, getattr(TrainConfig(), key))
+    setattr(config, key, absolute_data_path(value) if key == "data" else value)
+
+
+def absolute_data_path(data: str) -> str:
+    """A dataset given as a relative path, stored absolute: the run then works from any folder. Built-in
+    names (which win over a folder of the same name) and paths that do not exist are kept as given."""
+    from .data.sources import BUILTIN_DATASETS, CIFAR10_ALIASES
+
+    if data in BUILTIN_DATASETS or data in CIFAR10_ALIASES:
+        return data
+    path = Path(data).expanduser()
+    return str(path.resolve()) if path.exists() else data
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

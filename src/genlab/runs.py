@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig, set_value
+from .constraints import check_model_size
 from .errors import CheckpointError, ConfigError
 from .models.base import GenerativeModel
 from .registry import get_model_class
@@ -57,6 +58,7 @@ def build_model(model_name: str, model_config_values: dict[str, Any]) -> Generat
     model_class = get_model_class(model_name)
     config = model_class.make_config(model_config_values)
     try:
+        check_model_size(model_class, config)
         return model_class(config)
     except ValueError as exc:
         raise ConfigError(f"bad {model_name} settings: {exc}") from exc

@@ -29,8 +29,43 @@ def int_at_least(minimum: int, words: str):
     return parse
 
 
+def int_in(minimum: int, maximum: int, words: str):
+    """An argparse type: an integer in [minimum, maximum]; the limit is in the message."""
+    at_least = int_at_least(minimum, words)
+
+    def parse(text: str) -> int:
+        value = at_least(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected {words} (at most {maximum}), got {text!r}")
+        return value
+
+    return parse
+
+
 positive_int = int_at_least(1, "a positive integer")
 nonnegative_int = int_at_least(0, "an integer >= 0")
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed torch accepts, 0 <= seed <= 2**63 - 1."""
+    from ..constraints import MAX_SEED
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed from 0 to 2**63 - 1, got {text!r}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """An argparse type: auto, cpu, cuda, cuda:N or mps (whether it is present is checked on use)."""
+    from ..constraints import DeviceName
+
+    if DeviceName().problem(text):
+        raise argparse.ArgumentTypeError(f"expected a device: auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
 
 
 def device(name: str) -> str:

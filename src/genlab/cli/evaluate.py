@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import device, positive_int
+from .common import device, device_name, int_in, positive_int, seed_int
+
+MAX_EVAL_SAMPLES = 200_000  # held in memory with their features; 10,000 is the usual FID size
 
 
 def register(commands) -> None:
@@ -19,7 +21,7 @@ def register(commands) -> None:
     evaluate.add_argument("run_dir")
     evaluate.add_argument(
         "--n",
-        type=positive_int,
+        type=int_in(1, MAX_EVAL_SAMPLES, "a positive integer"),
         default=10_000,
         help="samples (default 10000); test-split metrics use up to n",
     )
@@ -33,11 +35,11 @@ def register(commands) -> None:
     evaluate.add_argument(
         "--extractor", default="classifier", help="features for FID/KID/PRDC: classifier or inception"
     )
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=seed_int, default=0)
     evaluate.add_argument(
         "--nll-k", type=positive_int, default=100, dest="nll_k", help="importance samples for the VAE NLL"
     )
-    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--device", type=device_name, default="auto")
     evaluate.add_argument("--out", help="folder for eval.json, eval.md and PNGs (default: the run dir)")
     evaluate.add_argument("--json", action="store_true", help="print eval.json instead of the table")
 
@@ -48,7 +50,7 @@ def register(commands) -> None:
     )
     classifier.add_argument("--data", default="mnist-5k", help="dataset (default mnist-5k)")
     classifier.add_argument("--retrain", action="store_true", help="train again even if one is cached")
-    classifier.add_argument("--device", default="cpu")
+    classifier.add_argument("--device", type=device_name, default="cpu")
 
     classifier.set_defaults(handler=cmd_train_classifier)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import device, positive_int, test_split
+from .common import device, device_name, positive_int, seed_int, test_split
 from .trust import add_signing_options, signer_from_args
 
 
@@ -20,7 +21,7 @@ def register(commands) -> None:
     sample.add_argument(
         "--out", default="samples.png", help=".png for a grid, .npz for uint8 images (N, H, W, C) and labels"
     )
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=seed_int, default=0)
     sample.add_argument("--label", help="conditional models: every sample of this class (index or name)")
     sample.add_argument(
         "--per-class",
@@ -28,7 +29,7 @@ def register(commands) -> None:
         metavar="N",
         help="conditional models: N samples of every class, a row each",
     )
-    sample.add_argument("--device", default="cpu")
+    sample.add_argument("--device", type=device_name, default="cpu")
     add_signing_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
@@ -38,7 +39,7 @@ def register(commands) -> None:
     reconstruct.add_argument("--split", default="test", choices=["train", "test"])
     reconstruct.add_argument("--n", type=positive_int, default=10)
     reconstruct.add_argument("--out", default="reconstructions.png")
-    reconstruct.add_argument("--device", default="cpu")
+    reconstruct.add_argument("--device", type=device_name, default="cpu")
     reconstruct.set_defaults(handler=cmd_reconstruct)
 
     interpolate = commands.add_parser("interpolate", help="walks through latent space, one per row")
@@ -46,12 +47,12 @@ def register(commands) -> None:
     interpolate.add_argument("--out", default="interpolation.png")
     interpolate.add_argument("--steps", type=positive_int, default=10)
     interpolate.add_argument("--rows", type=positive_int, default=4)
-    interpolate.add_argument("--seed", type=int, default=0)
+    interpolate.add_argument("--seed", type=seed_int, default=0)
     interpolate.add_argument("--data", help="ae/vae: walk between encoded test images of this dataset")
     interpolate.add_argument(
         "--label", help="conditional models: walk with this class fixed (default: row r shows class r)"
     )
-    interpolate.add_argument("--device", default="cpu")
+    interpolate.add_argument("--device", type=device_name, default="cpu")
     interpolate.set_defaults(handler=cmd_interpolate)
 
     info = commands.add_parser("info", help="what a run is: model, settings, checkpoint, progress")
@@ -78,36 +79,117 @@ def cmd_sample(args) -> int:
     signer = signer_from_args(args)
     if signer and out.suffix.lower() != ".png":
         raise ConfigError("--sign-cert/--sign-key sign PNG files: use an --out ending in .png")
+    if out.suffix.lower() == ".png" and args.n is not None:
+        check_grid_size(args.n, f"sample --n {args.n}", "write an .npz (streamed in chunks) instead")
     run = load(args.run_dir, device=device(args.device))
-    n, labels, nrow, label = args.n or 64, None, None, None
+    n, nrow, label = args.n or 64, None, None
+    labels_of: Callable[[int, int], torch.Tensor] | None = None  # (start, count) -> labels of those samples
     if args.label is not None:
         label = resolve_label(run, args.label, "--label")
-        labels = torch.full((n,), label, dtype=torch.long)
+        labels_of = fixed_labels(label)
     elif args.per_class is not None:
         classes = conditional_classes(run, "--per-class")
-        labels = torch.arange(classes).repeat_interleave(args.per_class)  # row k: class k
-        n, nrow = len(labels), args.per_class
-    images = run.sample(n, seed=args.seed, labels=labels)
+        n, nrow = classes * args.per_class, args.per_class
+        labels_of = class_rows(args.per_class)  # row k: class k
     kind = "samples, a row per class" if args.per_class is not None else "samples"
     record = provenance.for_run(run, seed=args.seed, label=label, kind=kind)
     if out.suffix.lower() == ".png":
-        viz.save_grid(images, out, nrow=nrow, provenance=record)
+        check_grid_size(n, f"sample --per-class {args.per_class}", "write an .npz instead")
+        labels = labels_of(0, n) if labels_of else None
+        viz.save_grid(run.sample(n, seed=args.seed, labels=labels), out, nrow=nrow, provenance=record)
         if signer:
             signer.sign(out, record)
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {"images": viz.to_uint8_hwc(images), "provenance": provenance.npz_field(record)}
-        if labels is not None:
-            arrays["labels"] = labels.numpy()
+        extra = {"provenance": provenance.npz_field(record)}
+        if labels_of is not None:
             names = run_class_names(run)
             if names:
-                arrays["class_names"] = np.array(names)
-        np.savez_compressed(out, **arrays)
+                extra["class_names"] = np.array(names)
+        write_samples_npz(run, out, n, args.seed, labels_of, extra)
     what = f" of class {label_text(run, label)}" if label is not None else ""
     if args.per_class is not None:
         what = f", {args.per_class} of each of {n // args.per_class} classes (a row each)"
     print(f"wrote {n} samples{what} to {out}" + (" (C2PA-signed)" if signer else ""))
     return 0
+
+
+# --- large requests -----------------------------------------------------------------------------------
+MAX_GRID_IMAGES = 10_000  # a PNG grid of 100 x 100 tiles; past that, an image nobody can look at
+SAMPLE_CHUNK = 10_000  # samples drawn and written at a time to an .npz, so memory stays flat for any --n
+
+
+def fixed_labels(label: int) -> Callable[[int, int], torch.Tensor]:
+    def labels_of(start: int, count: int) -> torch.Tensor:
+        return torch.full((count,), label, dtype=torch.long)
+
+    return labels_of
+
+
+def class_rows(per_class: int) -> Callable[[int, int], torch.Tensor]:
+    """Labels of samples start..start+count when every class gets per_class samples in class order."""
+
+    def labels_of(start: int, count: int) -> torch.Tensor:
+        return torch.arange(start, start + count) // per_class
+
+    return labels_of
+
+
+def check_grid_size(n: int, request: str, instead: str) -> None:
+    if n > MAX_GRID_IMAGES:
+        raise ConfigError(
+            f"{request} asks for a grid of {n} images; a PNG grid holds at most {MAX_GRID_IMAGES}: {instead}"
+        )
+
+
+def write_samples_npz(
+    run, out: Path, n: int, seed: int, labels_of: Callable[[int, int], torch.Tensor] | None, extra: dict
+) -> None:
+    """n samples to an .npz ('images' uint8 (N, H, W, C), 'labels' when classes were asked for), drawn
+    and written SAMPLE_CHUNK at a time. Up to one chunk this is exactly run.sample(n, seed); past it the
+    chunks draw from the same generator one after another."""
+    from .. import viz
+
+    generator = torch.Generator().manual_seed(seed)
+    c, h, w = (int(v) for v in run.model.config.image_shape)
+
+    def chunks():
+        for start in range(0, n, SAMPLE_CHUNK):
+            count = min(SAMPLE_CHUNK, n - start)
+            labels = labels_of(start, count) if labels_of else None
+            yield viz.to_uint8_hwc(run.model.sample(count, labels=labels, generator=generator).cpu())
+
+    def label_chunks():
+        for start in range(0, n, SAMPLE_CHUNK):
+            yield labels_of(start, min(SAMPLE_CHUNK, n - start)).numpy()
+
+    arrays = {"images": ((n, h, w, c), np.uint8, chunks())}
+    if labels_of is not None:
+        arrays["labels"] = ((n,), np.int64, label_chunks())
+    write_npz_streamed(out, arrays, extra)
+
+
+def write_npz_streamed(path: Path, streamed: dict, small: dict[str, np.ndarray]) -> None:
+    """An .npz that np.load reads, written without holding the big arrays: `streamed` maps a name to
+    (shape, dtype, iterator of C-order chunks). Written to a temporary name, then renamed into place."""
+    import os
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+            for name, (shape, dtype, parts) in streamed.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+                    np.lib.format.write_array_header_2_0(member, {**header, "shape": shape})
+                    for part in parts:
+                        member.write(np.ascontiguousarray(part, dtype=dtype).tobytes())
+            for name, array in small.items():
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 # --- class labels of conditional models -----------------------------------------------------------------
@@ -178,6 +260,7 @@ def cmd_reconstruct(args) -> int:
     from ..metrics.image_quality import mse
     from ..runs import load
 
+    check_grid_size(2 * args.n, f"reconstruct --n {args.n}", "ask for fewer images")
     run = load(args.run_dir, device=device(args.device))
     images, labels = test_split(run, args.data, args.split)
     if getattr(run.model, "is_conditional", False):  # a CVAE encodes and decodes given each image's class
@@ -207,6 +290,8 @@ def cmd_interpolate(args) -> int:
     from .. import provenance, viz
     from ..runs import load
 
+    request = f"interpolate --rows {args.rows} --steps {args.steps}"
+    check_grid_size(args.rows * args.steps, request, "ask for fewer rows or steps")
     run = load(args.run_dir, device=device(args.device))
     model = run.model
     conditional = getattr(model, "is_conditional", False)

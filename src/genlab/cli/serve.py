@@ -6,7 +6,7 @@ import os
 import sys
 
 from ..errors import ConfigError
-from .common import device, int_at_least, nonnegative_int, positive_int
+from .common import device, device_name, int_at_least, nonnegative_int, positive_int
 
 port_number = int_at_least(0, "a port number 0..65535")
 
@@ -25,7 +25,7 @@ def register(commands) -> None:
         "--queue", type=nonnegative_int, default=32, help="requests that may wait; past it, 429"
     )
     serve.add_argument("--threads", type=positive_int, help="torch threads (default: spare cores / workers)")
-    serve.add_argument("--device", default="cpu")
+    serve.add_argument("--device", type=device_name, default="cpu")
     serve.set_defaults(handler=cmd_serve)
 
 

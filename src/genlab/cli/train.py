@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import nonnegative_int, positive_int
+from .common import device_name, nonnegative_int, positive_int, seed_int
 
 FLAG_SETTINGS = (
     "model",
@@ -51,8 +51,10 @@ def register(commands) -> None:
     )
     train.add_argument("--epochs", type=positive_int)
     train.add_argument("--batch-size", type=positive_int, dest="batch_size")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    train.add_argument("--seed", type=seed_int)
+    train.add_argument(
+        "--device", type=device_name, help="auto (default: cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"
+    )
     train.add_argument(
         "--time-limit", type=float, dest="time_limit_minutes", help="minutes; stop cleanly after"
     )
@@ -95,6 +97,10 @@ def register(commands) -> None:
     train.set_defaults(handler=cmd_train)
 
 
+# Settings a resumed run may change: they set how long and where it trains, not what it computes.
+RESUMABLE_SETTINGS = ("epochs", "time_limit_minutes", "device", "log_every", "eval_every", "keep_checkpoints")
+
+
 def cmd_train(args) -> int:
     from ..config import load_config_file, parse_overrides, route_overrides
     from ..runs import read_run_config, resolve_config
@@ -106,12 +112,15 @@ def cmd_train(args) -> int:
     if args.resume:
         if not args.out:
             raise ConfigError("--resume needs --out RUN_DIR: the run to continue")
-        saved, _ = read_run_config(Path(args.out))
-        for key in ("model", "preset", "data", "dp_epsilon", "dp_delta", "dp_max_grad_norm"):
+        saved, saved_model = read_run_config(Path(args.out))
+        for key in ("model", "preset"):  # before resolving: the saved settings belong to the saved model
             if flags[key] is not None and flags[key] != getattr(saved, key):
-                raise ConfigError(f"cannot change {key} when resuming ({getattr(saved, key)!r} in the run)")
-        file_values = {**saved.to_dict(), **file_values}
-    config = resolve_config(file_values, overrides, flags)
+                _refuse_on_resume(key, getattr(saved, key), flags[key])
+        config = resolve_config({**saved.to_dict(), **file_values}, overrides, flags)
+        given = {**file_values, **overrides, **{k: v for k, v in flags.items() if v is not None}}
+        check_resume_settings(config, saved, saved_model, given)
+    else:
+        config = resolve_config(file_values, overrides, flags)
     if config.dp_epsilon == 0 and (flags["dp_delta"] is not None or flags["dp_max_grad_norm"] is not None):
         raise ConfigError("--dp-delta and --dp-max-grad-norm need --dp-epsilon (differential privacy is off)")
     out = Path(args.out) if args.out else Path("runs") / config.model
@@ -123,3 +132,27 @@ def cmd_train(args) -> int:
             f"(samples.png, loss_curves.png, checkpoints/)"
         )
     return 130 if result.interrupted else 0
+
+
+def check_resume_settings(config, saved, saved_model: dict, given: dict) -> None:
+    """A resumed run continues exactly: a setting given now that would change what it computes (a model
+    setting, the data, batch size, seed, DP...) is an error rather than silently ignored."""
+    from ..registry import get_model_class
+
+    model_keys = {k[len("model.") :] for k in given if k.startswith("model.")}
+    model_keys |= set(given.get("model_args") or {})
+    train_keys = {k for k in given if not k.startswith("model.") and k != "model_args"}
+    for key in sorted(train_keys - set(RESUMABLE_SETTINGS)):
+        if key in saved.to_dict() and getattr(config, key) != getattr(saved, key):
+            _refuse_on_resume(key, getattr(saved, key), getattr(config, key))
+    model_config = get_model_class(saved.model).make_config(saved_model)
+    for key in sorted(model_keys):
+        if config.model_args[key] != getattr(model_config, key):
+            _refuse_on_resume(f"model.{key}", getattr(model_config, key), config.model_args[key])
+
+
+def _refuse_on_resume(key: str, saved, given) -> None:
+    raise ConfigError(
+        f"cannot change {key} when resuming ({saved!r} in the run, {given!r} given): --resume may change "
+        f"only {', '.join(RESUMABLE_SETTINGS)}; start a new run with another --out"
+    )

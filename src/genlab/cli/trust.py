@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import device, positive_int
+from .common import device, device_name, positive_int, seed_int
 
 
 def add_signing_options(parser) -> None:
@@ -44,8 +44,8 @@ def register(commands) -> None:
     explain.add_argument("--dims", type=positive_int, default=8, help="latent dimensions to traverse")
     explain.add_argument("--steps", type=positive_int, default=9, help="images per traversal row")
     explain.add_argument("--n", type=positive_int, default=2000, help="dataset images used for statistics")
-    explain.add_argument("--seed", type=int, default=0)
-    explain.add_argument("--device", default="cpu")
+    explain.add_argument("--seed", type=seed_int, default=0)
+    explain.add_argument("--device", type=device_name, default="cpu")
     explain.set_defaults(handler=cmd_explain)
 
     export = commands.add_parser("export", help="export a run's decoder/generator (and encoder) as ONNX")
@@ -90,7 +90,11 @@ def cmd_provenance(args) -> int:
 def cmd_explain(args) -> int:
     from ..explain import explain_run
     from ..runs import load
+    from .explore import check_grid_size
 
+    check_grid_size(
+        args.dims * args.steps, f"explain --dims {args.dims} --steps {args.steps}", "ask for fewer"
+    )
     run = load(args.run_dir, device=device(args.device))
     out = Path(args.out) if args.out else run.run_dir
     report = explain_run(run, out, dims=args.dims, steps=args.steps, n=args.n, seed=args.seed)

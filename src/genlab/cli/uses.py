@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from .common import device, int_at_least, positive_int
+from .common import device, device_name, int_at_least, int_in, seed_int
 
 PROGRESS_MIN_IMAGES = 2000  # below this the work takes a second or two: no bar
+MAX_SYNTH_IMAGES = 1_000_000  # a synthetic dataset is built in memory before it is written
 
 
 def register(commands) -> None:
@@ -18,9 +19,9 @@ def register(commands) -> None:
     denoise.add_argument("--in", dest="input", required=True, help="an image, a folder of images or an .npz")
     denoise.add_argument("--out", required=True, help="same form as --in: image file, folder or .npz")
     denoise.add_argument("--noise", help="add known noise first: gaussian:SIGMA or mask:SHARE (demos)")
-    denoise.add_argument("--seed", type=int, default=0, help="seed of --noise")
+    denoise.add_argument("--seed", type=seed_int, default=0, help="seed of --noise")
     denoise.add_argument("--noisy-out", help="also write the noisy input (with --noise)")
-    denoise.add_argument("--device", default="cpu")
+    denoise.add_argument("--device", type=device_name, default="cpu")
     denoise.set_defaults(handler=cmd_denoise)
 
     compress = commands.add_parser("compress", help="compress images into a .glz file with an autoencoder")
@@ -34,7 +35,7 @@ def register(commands) -> None:
     compress.add_argument(
         "--no-run-path", action="store_true", help="leave the run's path out (decompress then needs --run)"
     )
-    compress.add_argument("--device", default="cpu")
+    compress.add_argument("--device", type=device_name, default="cpu")
     compress.set_defaults(handler=cmd_compress)
 
     decompress = commands.add_parser("decompress", help="decode a .glz file with the run that wrote it")
@@ -43,16 +44,17 @@ def register(commands) -> None:
         "--run", dest="run_dir", help="the run that compressed the file (default: the path stored in it)"
     )
     decompress.add_argument("--out", required=True, help="an .npz, an image file (one image) or a folder")
-    decompress.add_argument("--device", default="cpu")
+    decompress.add_argument("--device", type=device_name, default="cpu")
     decompress.set_defaults(handler=cmd_decompress)
 
     synth = commands.add_parser("synth", help="a synthetic dataset: labeled per class, or --n unlabeled")
     synth.add_argument("run_dir")
-    synth.add_argument("--per-class", type=positive_int, help="images per class (conditional models)")
-    synth.add_argument("--n", type=positive_int, help="number of images (unconditional models)")
+    count = int_in(1, MAX_SYNTH_IMAGES, "a positive integer")
+    synth.add_argument("--per-class", type=count, help="images per class (conditional models)")
+    synth.add_argument("--n", type=count, help="number of images (unconditional models)")
     synth.add_argument("--out", required=True, help="a folder (class subfolders of PNGs) or an .npz")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--device", default="cpu")
+    synth.add_argument("--seed", type=seed_int, default=0)
+    synth.add_argument("--device", type=device_name, default="cpu")
     synth.set_defaults(handler=cmd_synth)
 
 
@@ -71,10 +73,10 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[int], None]
         yield lambda k: progress.update(task, advance=k)
 
 
-def _load(run_dir: str, device_name: str):
+def _load(run_dir: str, device_text: str):
     from ..runs import load
 
-    return load(run_dir, device=device(device_name))
+    return load(run_dir, device=device(device_text))
 
 
 def cmd_denoise(args) -> int:
@@ -155,6 +157,10 @@ def cmd_synth(args) -> int:
     out = Path(args.out)
     run = _load(args.run_dir, args.device)
     total = args.per_class * run.model.config.num_classes if args.per_class else args.n or 0
+    if total > MAX_SYNTH_IMAGES:
+        raise ConfigError(
+            f"synth would make {total} images; at most {MAX_SYNTH_IMAGES}: ask for fewer per class"
+        )
     with progress_bar(total, "sampling") as advance:
         images, labels = synth.synthesize(
             run, per_class=args.per_class, n=args.n, seed=args.seed, progress=advance

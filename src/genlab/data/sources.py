@@ -28,7 +28,10 @@ SPLITS = ("train", "test")
 HOLDOUT_FRACTION = 0.1
 _SPLIT_SEED = 1234  # fixed forever: changing it would move images between train and test
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-_GRAY_MODES = ("1", "L", "LA")
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
+_WIDE_GRAY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # 16-bit grayscale PNGs open as one of these
+MIN_IMAGE_SIDE = 4  # the smallest block genlab's conv stacks work on; smaller is a wrongly shaped array
+MAX_CLASSES = 100_000  # as models.base: more than any dataset that fits in memory has
 DIGIT_CLASSES = [str(i) for i in range(10)]
 FASHION_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -58,6 +61,7 @@ class ImageDataset:
             raise DataError(
                 f"dataset {self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} {shape}"
             )
+        check_image_size(self.name, self.images.shape[2], self.images.shape[3])
         if self.labels is not None and tuple(self.labels.shape) != (len(self.images),):
             raise DataError(
                 f"dataset {self.name}: {len(self.images)} images but labels of shape {tuple(self.labels.shape)}"
@@ -78,6 +82,24 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+
+def check_image_size(source: object, height: int, width: int) -> None:
+    """Images of at least MIN_IMAGE_SIDE pixels a side: 2x2 or 0x0 cannot be trained on (and 0x0 is
+    usually an array saved with its axes in the wrong order)."""
+    if min(height, width) < MIN_IMAGE_SIDE:
+        raise DataError(
+            f"images in {source} are {height}x{width} pixels: genlab needs at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (images (N, H, W) or (N, H, W, C))"
+        )
+
+
+def check_class_count(source: object, num_classes: int) -> None:
+    if num_classes > MAX_CLASSES:
+        raise DataError(
+            f"labels in {source} go up to {num_classes - 1}: at most {MAX_CLASSES} classes are supported; "
+            "number the classes 0..K-1"
+        )
 
 
 def list_datasets() -> list[str]:
@@ -265,14 +287,25 @@ def _decode_images(files: list[Path]) -> np.ndarray:
     w, h = sizes[0]
     gray = all(m in _GRAY_MODES for m in modes)
     mode, channels = ("L", 1) if gray else ("RGB", 3)
+    check_image_size(files[0], h, w)
     out = np.empty((len(files), h, w, channels), dtype=np.uint8)  # (N, H, W, C)
     for i, f in enumerate(files):
         try:
             with Image.open(f) as im:
-                out[i] = np.asarray(im.convert(mode)).reshape(h, w, channels)
+                out[i] = to_uint8(im, mode).reshape(h, w, channels)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise DataError(f"cannot read image {f}: {exc}") from exc
     return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (N, C, H, W)
+
+
+def to_uint8(image: Image.Image, mode: str) -> np.ndarray:
+    """One image as uint8 pixels of `mode` ("L" or "RGB"). Pillow's convert() clips 16-bit grayscale
+    (modes I;16 and I, as Pillow opens 16-bit PNGs) to 255 instead of scaling it: 0..65535 -> 0..255 here."""
+    if image.mode not in _WIDE_GRAY_MODES:
+        return np.asarray(image.convert(mode))
+    wide = np.asarray(image).astype(np.float64)  # (H, W)
+    gray = np.rint(np.clip(wide, 0, 65535) / 257.0).astype(np.uint8)
+    return gray if mode == "L" else np.repeat(gray[..., None], 3, axis=-1)
 
 
 # --- .npz files ----------------------------------------------------------------------------------------
@@ -309,15 +342,16 @@ def _npz_images(path: Path, images: np.ndarray) -> np.ndarray:
         )
     if len(images) == 0:
         raise DataError(f"'images' in {path} is empty")
-    if images.dtype.kind == "f":
+    if images.dtype.kind != "f" and images.dtype != np.uint8:
+        raise DataError(f"'images' in {path} are {images.dtype}: expected uint8 (0..255) or float in [0, 1]")
+    if images.dtype.kind == "f" and images.size:
         if not np.isfinite(images).all():
             raise DataError(f"'images' in {path} contains NaN or inf: float images must lie in [0, 1]")
         lo, hi = float(images.min()), float(images.max())
         if lo < 0.0 or hi > 1.0:
             raise DataError(f"float 'images' in {path} range from {lo:g} to {hi:g}: they must lie in [0, 1]")
         images = np.rint(images * 255.0).astype(np.uint8)
-    elif images.dtype != np.uint8:
-        raise DataError(f"'images' in {path} are {images.dtype}: expected uint8 (0..255) or float in [0, 1]")
+    check_image_size(path, images.shape[1], images.shape[2])
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2))  # (N, C, H, W)
 
 
@@ -333,6 +367,7 @@ def _npz_labels(
     if labels.min() < 0:
         raise DataError(f"'labels' in {path} include {labels.min()}: labels must be 0 or more")
     num_classes = int(labels.max()) + 1
+    check_class_count(path, num_classes)
     if names is None:
         return labels.astype(np.int64), [str(i) for i in range(num_classes)]
     if names.ndim != 1 or names.dtype.kind != "U" or len(names) < num_classes:

@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, fraction, positive
 from ..nn import ConvUpsampler, conv_encoder, mlp
+from ..nn.mlp import ACTIVATIONS
 from ..registry import register_model
-from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
+from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 from .gmm import GaussianMixture
 
 
@@ -50,6 +52,19 @@ class AEConfig(ModelConfig):
     noise_uniform: bool = False  # draw each image's noise std / mask share uniformly from [0, the above]
     gmm_components: int = 10
     lr: float = 1e-3
+    constraints: ClassVar[dict[str, Check]] = {
+        **ModelConfig.constraints,
+        "arch": OneOf(ARCHS),
+        "hidden": Sizes(),
+        "conv_width": at_least(1, MAX_CHANNELS),
+        "activation": OneOf(ACTIVATIONS),
+        "loss": OneOf(("bce", "mse")),
+        "noise_std": at_least(0),
+        "mask_prob": fraction(),
+        "noise_uniform": FLAG,
+        "gmm_components": at_least(1, 1000),
+        "lr": positive(),
+    }
 
 
 @register_model("ae")

@@ -14,9 +14,11 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
+from ..constraints import MAX_CLASSES, MAX_WIDTH, Check, Sizes, at_least
 from ..errors import DataError
 
 InputRange = Literal["tanh", "unit"]
+ARCHS = ("mlp", "conv")  # the network kinds every family offers (nn/mlp.py, nn/conv.py)
 
 
 @dataclass
@@ -47,6 +49,12 @@ class ModelConfig:
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W)
     num_classes: int = 10
     latent_dim: int = 32
+    # Valid values of each field (see constraints.py); each family's Config extends this table.
+    constraints: ClassVar[dict[str, Check]] = {
+        "image_shape": Sizes(length=3),
+        "num_classes": at_least(1, MAX_CLASSES),
+        "latent_dim": at_least(1, MAX_WIDTH),
+    }
 
 
 class MissingLabelsError(DataError, ValueError):
@@ -61,7 +69,10 @@ class GenerativeModel(nn.Module):
     input_range: ClassVar[InputRange] = "unit"  # tanh models see data in [-1, 1], unit models in [0, 1]
 
     def __init__(self, config: ModelConfig):
+        from ..constraints import check_config
+
         super().__init__()
+        check_config(config, prefix="model.")  # also when a Config is built by hand, not by make_config
         self.config = config
 
     # --- what every family implements -------------------------------------------------------------
@@ -170,10 +181,14 @@ class GenerativeModel(nn.Module):
     @classmethod
     def make_config(cls, values: dict[str, Any] | None = None) -> ModelConfig:
         """Build the Config from a dict (a saved config.json, a preset, `--set model.x=...` strings),
-        converting each value to its field's type, with a clear error for unknown fields (typos)."""
-        from ..config import coerce_value
+        converting each value to its field's type and checking it against the Config's constraints and
+        the family's `check_settings`: a typo, a wrong type or a value out of range is a ConfigError here,
+        before any data loads or tensor is made."""
+        from ..constraints import check_config, coerce_value
         from ..errors import ConfigError
 
+        if not isinstance(values, (dict, type(None))):
+            raise ConfigError(f"{cls.name} settings must be a mapping, got {type(values).__name__}")
         values = dict(values or {})
         defaults = cls.Config()
         known = {f.name for f in dataclasses.fields(cls.Config)}
@@ -185,7 +200,18 @@ class GenerativeModel(nn.Module):
         typed = {
             key: coerce_value(f"model.{key}", value, getattr(defaults, key)) for key, value in values.items()
         }
-        return cls.Config(**typed)
+        config = cls.Config(**typed)
+        check_config(config, prefix="model.")
+        try:
+            cls.check_settings(config)
+        except ValueError as exc:
+            raise ConfigError(f"bad {cls.name} settings: {exc}") from exc
+        return config
+
+    @classmethod
+    def check_settings(cls, config: ModelConfig) -> None:
+        """Rules that tie settings together (e.g. wgan-gp without BatchNorm in D): a ValueError with the
+        fix. Single-field ranges and choices belong in the Config's `constraints` table instead."""
 
     def upgrade_state_dict(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
         """Weights saved by an older genlab -> this version's names (loading calls it before strict

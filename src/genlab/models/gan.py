@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, fraction, positive
 from ..nn import mlp
 from ..nn.conv import ConvUpsampler, conv_downsampler
 from ..registry import register_model
 from . import gan_objectives as objectives
-from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
+from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 
 # The article's names for its objective, kept for callers that import them from here.
 discriminator_loss = objectives.ns_discriminator_loss
@@ -64,6 +65,33 @@ class GANConfig(ModelConfig):
     lr_g: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    constraints: ClassVar[dict[str, Check]] = {
+        **ModelConfig.constraints,
+        "arch": OneOf(ARCHS),
+        "conditional": FLAG,
+        "g_hidden": Sizes(),
+        "d_hidden": Sizes(),
+        "g_width": at_least(1, MAX_CHANNELS),
+        "d_width": at_least(1, MAX_CHANNELS),
+        "leaky_slope": fraction(),
+        "g_batch_norm": FLAG,
+        "d_batch_norm": FLAG,
+        "d_dropout": fraction(high_open=True),
+        "d_spectral_norm": FLAG,
+        "loss": OneOf(objectives.LOSSES),
+        "gp_weight": at_least(0),
+        "r1_gamma": at_least(0),
+        "feature_matching": FLAG,
+        "historical_averaging": at_least(0),
+        "label_smoothing": fraction(high_open=True),
+        "d_minibatch_kernels": at_least(0, MAX_CHANNELS),
+        "d_minibatch_kernel_dim": at_least(1, MAX_CHANNELS),
+        "d_minibatch_stddev": FLAG,
+        "lr_d": positive(),
+        "lr_g": positive(),
+        "beta1": fraction(high_open=True),
+        "beta2": fraction(high_open=True),
+    }
 
 
 _DCGAN = {
@@ -194,6 +222,10 @@ class GAN(GenerativeModel):
         "beta2": "Adam beta2 (0.999; 0.9 for wgan-gp)",
     }
     presets: ClassVar[dict[str, Preset]] = PRESETS
+
+    @classmethod
+    def check_settings(cls, config: GANConfig) -> None:
+        _validate(config)
 
     def __init__(self, config: GANConfig):
         super().__init__(config)
@@ -330,10 +362,7 @@ class GAN(GenerativeModel):
 
 
 def _validate(config: GANConfig) -> None:
-    if config.arch not in ("mlp", "conv"):
-        raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
-    if config.loss not in objectives.LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(objectives.LOSSES)}, got {config.loss!r}")
+    """Rules across settings (single-setting ranges are in GANConfig.constraints)."""
     if config.loss == "wgan-gp" and config.d_batch_norm:
         raise ValueError(
             "wgan-gp penalizes each sample's gradient, which BatchNorm in D mixes across the batch: "
@@ -341,13 +370,8 @@ def _validate(config: GANConfig) -> None:
         )
     if config.label_smoothing and config.loss != "ns":
         raise ValueError(f"label_smoothing applies to loss 'ns' only, not {config.loss!r}")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.conditional and config.num_classes < 2:
         raise ValueError(f"a conditional GAN needs labelled data with >= 2 classes, got {config.num_classes}")
-    for name in ("gp_weight", "r1_gamma", "historical_averaging"):
-        if getattr(config, name) < 0:
-            raise ValueError(f"{name} must be >= 0, got {getattr(config, name)}")
 
 
 class Generator(nn.Module):

@@ -14,9 +14,8 @@ from torch import Tensor, nn
 class GaussianMixture(nn.Module):
     def __init__(self, components: int, dim: int):
         super().__init__()
-        self.register_buffer(
-            "log_weights", torch.full((components,), -torch.log(torch.tensor(float(components))))
-        )
+        # A Python float fill, not a tensor: the model can then be built on the meta device (size checks).
+        self.register_buffer("log_weights", torch.full((components,), -math.log(components)))
         self.register_buffer("means", torch.zeros(components, dim))
         self.register_buffer("scale_tril", torch.eye(dim).repeat(components, 1, 1))  # (K, d, d) Cholesky
 

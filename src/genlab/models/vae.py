@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, positive
 from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..registry import register_model
-from .base import Batch, GenerativeModel, ModelConfig, Preset, StepOutput
+from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
 
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -75,6 +76,19 @@ class VAEConfig(ModelConfig):
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
     lr: float = 1e-3
+    constraints: ClassVar[dict[str, Check]] = {
+        **ModelConfig.constraints,
+        "arch": OneOf(ARCHS),
+        "conditional": FLAG,
+        "hidden": Sizes(),
+        "conv_width": at_least(1, MAX_CHANNELS),
+        "likelihood": OneOf(("bernoulli", "gaussian")),
+        "gaussian_scale": positive(),
+        "beta": at_least(0),
+        "kl_warmup_steps": at_least(0),
+        "free_bits": at_least(0),
+        "lr": positive(),
+    }
 
 
 @register_model("vae")
@@ -128,12 +142,6 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: VAEConfig):
         super().__init__(config)
-        if config.likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {config.likelihood!r}")
-        if config.arch not in ("mlp", "conv"):
-            raise ValueError(f"arch must be 'mlp' or 'conv', got {config.arch!r}")
-        if config.kl_warmup_steps < 0 or config.free_bits < 0:
-            raise ValueError("kl_warmup_steps and free_bits must be >= 0")
         if config.conditional and config.num_classes < 2:
             raise ValueError(
                 f"a conditional VAE needs labelled data with >= 2 classes, got {config.num_classes}"

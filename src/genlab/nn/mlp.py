@@ -32,10 +32,13 @@ def mlp(
     return nn.Sequential(*layers)
 
 
+_ACTIVATION_LAYERS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "elu": nn.ELU}
+ACTIVATIONS = ("leaky_relu", *_ACTIVATION_LAYERS)
+
+
 def _activation(name: str, leaky_slope: float) -> nn.Module:
     if name == "leaky_relu":
         return nn.LeakyReLU(leaky_slope)
-    table = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "silu": nn.SiLU, "elu": nn.ELU}
-    if name not in table:
-        raise ValueError(f"unknown activation {name!r}")
-    return table[name]()
+    if name not in _ACTIVATION_LAYERS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return _ACTIVATION_LAYERS[name]()

@@ -33,6 +33,7 @@ from rich.progress import (
 
 from .. import provenance, viz
 from ..config import TrainConfig
+from ..constraints import check_device_name
 from ..data import DeviceBatches, ImageDataset, load_dataset
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..models.base import Batch, GenerativeModel
@@ -56,6 +57,7 @@ PLOT_EVERY_SECONDS = (
 
 def resolve_device(name: str = "auto") -> torch.device:
     """auto picks cuda, then mps, then cpu; an explicit device that is absent is a clear error."""
+    check_device_name(name)  # 'xyz' or 'cuda:abc': a ConfigError, not torch's RuntimeError
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

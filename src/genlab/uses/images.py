@@ -39,11 +39,14 @@ def form_of(path: Path) -> str:
 
 
 def _read_image_file(path: Path) -> np.ndarray:
-    """One image as uint8 (C, H, W): C = 1 for grayscale modes, else 3 (RGB; alpha dropped)."""
+    """One image as uint8 (C, H, W): C = 1 for grayscale modes, else 3 (RGB; alpha dropped); 16-bit
+    grayscale is scaled to 8 bits, not clipped."""
+    from ..data.sources import to_uint8
+
     try:
         with Image.open(path) as im:
             mode = "L" if im.mode in _GRAY_MODES else "RGB"
-            array = np.asarray(im.convert(mode))
+            array = to_uint8(im, mode)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
