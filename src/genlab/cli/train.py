@@ -92,6 +92,9 @@ def register(commands) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out (its checkpoints go)"
+    )
     train.set_defaults(handler=cmd_train)
 
 
@@ -115,7 +118,7 @@ def cmd_train(args) -> int:
     if config.dp_epsilon == 0 and (flags["dp_delta"] is not None or flags["dp_max_grad_norm"] is not None):
         raise ConfigError("--dp-delta and --dp-max-grad-norm need --dp-epsilon (differential privacy is off)")
     out = Path(args.out) if args.out else Path("runs") / config.model
-    result = Trainer(config, out, resume=args.resume).fit()
+    result = Trainer(config, out, resume=args.resume, overwrite=args.overwrite).fit()
     print(
         f"{'stopped' if result.interrupted else 'done'}: {result.steps} steps in {result.seconds:.1f}s -> {out}/ "
         f"(samples.png, loss_curves.png, checkpoints/)"

@@ -32,7 +32,7 @@ from rich.progress import (
 from .. import provenance, viz
 from ..config import TrainConfig
 from ..data import DeviceBatches, ImageDataset, load_dataset
-from ..errors import CheckpointError, ConfigError, TrainingError
+from ..errors import ConfigError, TrainingError
 from ..models.base import Batch, GenerativeModel
 from ..runs import build_model, model_config_values, read_run_config
 from .checkpoint import (
@@ -44,6 +44,8 @@ from .checkpoint import (
     write_json_atomic,
 )
 from .ema import EMA
+from .metrics_log import METRICS_FILE, keep_up_to, read_records
+from .run_lock import RunLock, prepare_run_dir
 
 GRID_SEED = 1234  # fixed noise for the per-epoch grids, so epochs are comparable
 PLOT_EVERY_SECONDS = (
@@ -85,6 +87,7 @@ class Trainer:
         resume: bool = False,
         console: Console | None = None,
         dataset: ImageDataset | None = None,
+        overwrite: bool = False,
     ):
         config.validate()
         self.config, self.run_dir, self.resume = config, Path(run_dir), resume
@@ -93,7 +96,18 @@ class Trainer:
         self._stop_requested = False
         self._step_hooks: list = []
         self._last_plot = time.perf_counter()
-        self._check_run_dir()
+        self._lock = RunLock(self.run_dir)
+        try:
+            self._set_up(dataset, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _set_up(self, dataset: ImageDataset | None, overwrite: bool) -> None:
+        config, resume = self.config, self.resume
+        # locked before anything is read or written; a run with no checkpoint yet (killed in its first
+        # epoch) is resumed by starting it over
+        self._has_checkpoint = prepare_run_dir(self.run_dir, resume, overwrite, self._lock, self.console)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, "train")
         if config.eval_every and (self.dataset.labels is None or self.dataset.num_classes < 2):
             raise ConfigError(
@@ -124,7 +138,9 @@ class Trainer:
         )
         self.privacy = self._private_training() if private else None
         self.state = TrainingState()
-        if resume:
+        if resume and not self._has_checkpoint:
+            self._truncate_metrics(0)
+        elif resume:
             self.state = load_checkpoint(
                 latest_checkpoint(self.run_dir),
                 self.model,
@@ -173,16 +189,6 @@ class Trainer:
             soft_wrap=True,
         )
 
-    def _check_run_dir(self) -> None:
-        has_run = (self.run_dir / CONFIG_FILE).is_file()
-        if self.resume and not has_run:
-            raise CheckpointError(f"cannot resume: {self.run_dir} is not a genlab run directory")
-        if not self.resume and has_run:
-            raise ConfigError(
-                f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out"
-            )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-
     def _write_run_config(self) -> None:
         write_json_atomic(
             self.run_dir / CONFIG_FILE,
@@ -201,13 +207,11 @@ class Trainer:
         )
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop records logged after the checkpoint we resume from, so the log matches an unbroken run."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
-            kept = [
-                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+        """Drop records logged after the checkpoint we resume from, so the log matches an unbroken run
+        (a new file renamed into place: a kill meanwhile keeps the old history)."""
+        damaged = keep_up_to(self.run_dir / METRICS_FILE, step)
+        if damaged:
+            self.console.print(f"note: dropped {damaged} damaged line(s) of {self.run_dir / METRICS_FILE}")
 
     # --- control -----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -227,7 +231,13 @@ class Trainer:
         previous_handler = self._install_sigint()
         try:
             return self._fit()
+        except OSError as exc:  # a full disk or read-only folder while writing metrics or grids
+            raise TrainingError(
+                f"cannot write to {self.run_dir}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; the last good checkpoint is kept"
+            ) from exc
         finally:
+            self._lock.release()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
 
@@ -343,9 +353,7 @@ class Trainer:
         if every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0:  # completed epochs only
             self._quick_eval(sampler)
         if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
-            records = [
-                json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line
-            ]
+            records, _ = read_records(self.run_dir / METRICS_FILE)
             viz.plot_losses(records, self.run_dir / "loss_curves.png")
             self._last_plot = time.perf_counter()
         if self.privacy:
