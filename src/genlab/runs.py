@@ -129,7 +129,9 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
         if key not in saved:
             raise CheckpointError(f"{path} is not a genlab run config: field {key!r} is missing")
         if not isinstance(saved[key], dict):
-            raise CheckpointError(f"corrupt {path}: field {key!r} must be an object, not {type(saved[key]).__name__}")
+            raise CheckpointError(
+                f"corrupt {path}: field {key!r} must be an object, not {type(saved[key]).__name__}"
+            )
     if not isinstance(saved.get("data", {}), dict):
         raise CheckpointError(f"corrupt {path}: field 'data' must be an object")
     try:

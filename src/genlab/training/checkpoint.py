@@ -61,7 +61,9 @@ def read_json(path: Path, expect: type | None = None) -> Any:
     except FileNotFoundError as exc:
         raise CheckpointError(f"missing {path.name} in {path.parent}") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"corrupt {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise CheckpointError(
+            f"corrupt {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     if expect is not None and not isinstance(value, expect):
         raise CheckpointError(
             f"corrupt {path}: expected a JSON {_json_kind(expect)}, found a {_json_kind(type(value))}"
@@ -78,6 +80,10 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def read_state(checkpoint: Path) -> dict[str, Any]:
     """A checkpoint's state.json, schema-checked: a damaged file names itself and the bad field."""
     path = checkpoint / "state.json"
@@ -91,8 +97,14 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
             raise bad(f"field {key!r} is missing")
         if not _is_count(meta[key]):
             raise bad(f"field {key!r} must be a whole number >= 0, got {meta[key]!r}")
-    if not isinstance(meta.get("extra", {}), dict):
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
         raise bad("field 'extra' must be an object")
+    privacy = extra.get("privacy")
+    if privacy is not None and not (
+        isinstance(privacy, dict) and all(_is_number(privacy.get(key)) for key in ("epsilon", "delta"))
+    ):
+        raise bad("extra.privacy must be an object with numbers epsilon and delta")
     optimizers = meta.get("optimizers", {})
     if not isinstance(optimizers, dict):
         raise bad("field 'optimizers' must be an object")
@@ -171,11 +183,11 @@ def save_checkpoint(
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(temp, ignore_errors=True)  # free what the half-written checkpoint took
         raise CheckpointError(
-            f"cannot write checkpoint {name} in {root}: {_reason(exc)}; the last good checkpoint is kept"
+            f"cannot write checkpoint {name} in {root}: {describe_write_error(exc)}; the last good checkpoint is kept"
         ) from exc
 
 
-def _reason(exc: BaseException) -> str:
+def describe_write_error(exc: BaseException) -> str:
     """A full disk or read-only folder in a few words, whichever layer (os, safetensors) reported it."""
     text = str(exc)
     if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text:
@@ -346,5 +358,9 @@ def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, saved: dict) -> No
                     f"{key} of parameter {index} has shape {tuple(value.shape)}, "
                     f"the parameter {tuple(params[index].shape)}"
                 )
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all()):
+            if (
+                isinstance(value, torch.Tensor)
+                and value.is_floating_point()
+                and not bool(value.isfinite().all())
+            ):
                 raise ValueError(f"{key} of parameter {index} is not finite")

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
+from .checkpoint import describe_write_error
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -42,9 +45,13 @@ def keep_up_to(path: Path, step: int) -> int:
         return 0
     records, damaged = read_records(path)
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= step)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    try:
+        with open(temp, "w") as handle:
+            handle.writelines(json.dumps(r) + "\n" for r in records if r["step"] <= step)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot rewrite {path}: {describe_write_error(exc)}; it is unchanged") from exc
     return damaged

@@ -100,7 +100,9 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: RunLock,
     if has_run and not resume:
         if not overwrite:
             what = (
-                "a run" if has_checkpoint else "a run that never finished its first checkpoint (killed early?)"
+                "a run"
+                if has_checkpoint
+                else "a run that never finished its first checkpoint (killed early?)"
             )
             action = "continue it" if has_checkpoint else "start it over with its settings"
             raise ConfigError(
