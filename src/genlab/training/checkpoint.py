@@ -245,6 +245,8 @@ def _prune(root: Path, keep: int, newest: str) -> None:
     for old in complete[:-keep]:
         if old.name != newest:
             shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a kill mid-write; the run lock says no one writes it
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
