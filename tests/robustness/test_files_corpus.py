@@ -138,13 +138,14 @@ def drop_key(*keys):
 
 
 def failing(target: str, error: int) -> Callable[[pytest.MonkeyPatch], None]:
-    """Make `target` (a dotted name) raise OSError(error): a full disk, a read-only folder."""
+    """Make `target` (a dotted name) raise OSError(error): a full disk, a read-only folder. A module's
+    `open` is shadowed (raising=False), the builtin elsewhere untouched."""
 
     def patch(monkeypatch: pytest.MonkeyPatch) -> None:
         def fail(*args, **kwargs):
             raise OSError(error, os.strerror(error))
 
-        monkeypatch.setattr(target, fail)
+        monkeypatch.setattr(target, fail, raising=not target.endswith(".open"))
 
     return patch
 
@@ -348,6 +349,33 @@ CASES = [
         r"cannot write to .*No space left.*last good checkpoint is kept",
         patch=failing("genlab.viz.save_grid", errno.ENOSPC),
         may_change=("metrics.jsonl",),
+    ),
+    Case(
+        "disk-full-metrics-append",
+        nothing,
+        RESUME,
+        r"cannot write to .*No space left.*last good checkpoint is kept",
+        patch=failing("genlab.training.trainer.open", errno.ENOSPC),
+    ),
+    Case(
+        "read-only-metrics-append",
+        nothing,
+        RESUME,
+        r"cannot write to .*Read-only file system.*last good checkpoint is kept",
+        patch=failing("genlab.training.trainer.open", errno.EROFS),
+    ),
+    Case(
+        "sample-out-under-a-file",
+        nothing,
+        ["sample", "{run}", "--n", "2", "--out", "{run}/config.json/s.png"],
+        r"(File exists|Not a directory).*config\.json",
+    ),
+    Case(
+        "sample-npz-disk-full",
+        nothing,
+        ["sample", "{run}", "--n", "2", "--out", "{tmp}/s.npz"],
+        r"No space left",
+        patch=failing("numpy.savez_compressed", errno.ENOSPC),
     ),
     Case(
         "disk-full-metrics-truncation",
