@@ -27,6 +27,7 @@ FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -314,7 +315,7 @@ def test_glz_format(glz, data):
     assert bool(((images >= 0) & (images <= 1)).all())
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=25, deadline=None, derandomize=True, database=None)
 @given(count=st.integers(1, 130), bits=st.integers(1, 8), seed=st.integers(0, 2**16))
 def test_glz_round_trip(glz, count, bits, seed):
     """Valid files always decode: the count guard never refuses a real stream (even at 1 bit)."""
