@@ -57,6 +57,7 @@ def test_no_server_errors(api):
                 max_examples=API_EXAMPLES,
                 deadline=None,
                 derandomize=True,
+                database=None,
                 suppress_health_check=list(HealthCheck),
             )
             def call(case):
