@@ -91,12 +91,12 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: RunLock,
         raise ConfigError("--resume continues a run and --overwrite replaces it: pass one of them")
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--out {run_dir} is a file, not a folder")
+    if resume and not (run_dir / CONFIG_FILE).is_file():  # before creating anything
+        raise CheckpointError(f"cannot resume: {run_dir} is not a genlab run directory")
     run_dir.mkdir(parents=True, exist_ok=True)
     lock.acquire()
     has_run = (run_dir / CONFIG_FILE).is_file()
     has_checkpoint = has_run and any((run_dir / CHECKPOINT_DIR).glob(f"step-*/{STATE_FILE}"))
-    if resume and not has_run:
-        raise CheckpointError(f"cannot resume: {run_dir} is not a genlab run directory")
     if has_run and not resume:
         if not overwrite:
             what = (
