@@ -10,10 +10,17 @@ import torch
 
 from .config import TrainConfig, set_value
 from .constraints import check_model_size
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, GenlabError
 from .models.base import GenerativeModel
 from .registry import get_model_class
-from .training.checkpoint import CONFIG_FILE, latest_checkpoint, load_model_weights, load_weights, read_json
+from .training.checkpoint import (
+    CONFIG_FILE,
+    latest_checkpoint,
+    load_model_weights,
+    load_weights,
+    read_json,
+    read_state,
+)
 
 
 def resolve_config(
@@ -60,8 +67,9 @@ def build_model(model_name: str, model_config_values: dict[str, Any]) -> Generat
     try:
         check_model_size(model_class, config)
         return model_class(config)
-    except ValueError as exc:
-        raise ConfigError(f"bad {model_name} settings: {exc}") from exc
+    except (ValueError, RuntimeError, TypeError, OverflowError) as exc:  # e.g. a negative layer size
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"bad {model_name} settings: {reason}") from exc
 
 
 class Run:
@@ -116,13 +124,23 @@ class Run:
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    saved = read_json(Path(run_dir) / CONFIG_FILE)
-    if not isinstance(saved, dict) or "train" not in saved or "model_config" not in saved:
-        raise CheckpointError(f"{run_dir}/{CONFIG_FILE} is not a genlab run config")
+    """config.json, schema-checked: `train` and `model_config` objects, a valid train config."""
+    path = Path(run_dir) / CONFIG_FILE
+    saved = read_json(path, expect=dict)
+    for key in ("train", "model_config"):
+        if key not in saved:
+            raise CheckpointError(f"{path} is not a genlab run config: field {key!r} is missing")
+        if not isinstance(saved[key], dict):
+            raise CheckpointError(
+                f"corrupt {path}: field {key!r} must be an object, not {type(saved[key]).__name__}"
+            )
+    if not isinstance(saved.get("data", {}), dict):
+        raise CheckpointError(f"corrupt {path}: field 'data' must be an object")
     try:
         config = TrainConfig.from_dict(saved["train"])
+        config.validate()
     except ConfigError as exc:
-        raise CheckpointError(f"{run_dir}/{CONFIG_FILE} is not a valid genlab run config: {exc}") from exc
+        raise CheckpointError(f"{path} is not a valid genlab run config: {exc}") from exc
     return config, saved["model_config"]
 
 
@@ -135,7 +153,7 @@ def load(run_dir: str | Path, device: str = "cpu") -> Run:
     checkpoint = latest_checkpoint(run_dir)
     try:
         model = build_model(config.model, model_config)
-    except ConfigError as exc:
+    except GenlabError as exc:
         raise CheckpointError(f"{run_dir}/{CONFIG_FILE} does not describe a buildable model: {exc}") from exc
     if config.dp_epsilon > 0:  # the DP run's layer swaps (e.g. BatchNorm -> GroupNorm), exactly
         from .training.privacy import make_per_sample_compatible
@@ -145,4 +163,4 @@ def load(run_dir: str | Path, device: str = "cpu") -> Run:
     weights_path = ema_path if ema_path.is_file() else checkpoint / "model.safetensors"
     load_model_weights(model, load_weights(weights_path), checkpoint)
     model.to(device).eval()
-    return Run(run_dir, config, model, checkpoint, read_json(checkpoint / "state.json"))
+    return Run(run_dir, config, model, checkpoint, read_state(checkpoint))

@@ -198,7 +198,8 @@ def run_class_names(run) -> list[str] | None:
     from ..training.checkpoint import CONFIG_FILE, read_json
 
     saved = read_json(Path(run.run_dir) / CONFIG_FILE)
-    names = (saved.get("data") or {}).get("class_names") if isinstance(saved, dict) else None
+    data = saved.get("data") if isinstance(saved, dict) else None
+    names = data.get("class_names") if isinstance(data, dict) else None
     return [str(name) for name in names] if isinstance(names, list) else None
 
 

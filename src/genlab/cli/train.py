@@ -94,6 +94,9 @@ def register(commands) -> None:
     train.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out (its checkpoints go)"
+    )
     train.set_defaults(handler=cmd_train)
 
 
@@ -124,7 +127,7 @@ def cmd_train(args) -> int:
     if config.dp_epsilon == 0 and (flags["dp_delta"] is not None or flags["dp_max_grad_norm"] is not None):
         raise ConfigError("--dp-delta and --dp-max-grad-norm need --dp-epsilon (differential privacy is off)")
     out = Path(args.out) if args.out else Path("runs") / config.model
-    trainer = Trainer(config, out, resume=args.resume)
+    trainer = Trainer(config, out, resume=args.resume, overwrite=args.overwrite)
     result = trainer.fit()
     if trainer.dist.is_main:  # under torchrun, one summary for the job
         print(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,7 +325,15 @@ def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, list[str] | Non
             images = archive["images"]
             labels = archive["labels"] if "labels" in archive.files else None
             names = archive["class_names"] if "class_names" in archive.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        KeyError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,
+    ) as exc:
         raise DataError(f"cannot read {path} as .npz: {exc}") from exc
     images = _npz_images(path, images)  # (N, C, H, W) uint8
     if labels is None:

@@ -261,9 +261,23 @@ def load_eval(run_dir: str | Path) -> dict[str, Any]:
             raise GenlabError(f"no such run directory: {run_dir}")
         raise GenlabError(f"{run_dir} has no {EVAL_JSON}: run `genlab eval {run_dir}` first")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise GenlabError(f"cannot read {path}: {exc}") from exc
+        result = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise GenlabError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    if not isinstance(result, dict) or not isinstance(result.get("metrics", {}), dict):
+        raise GenlabError(
+            f"corrupt {path}: expected an object with a 'metrics' object; run `genlab eval` again"
+        )
+    try:
+        headline(result)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise GenlabError(
+            f"corrupt {path}: a metric is missing or malformed ({exc}); run `genlab eval` again"
+        ) from exc
+    bad = [key for key, value in headline(result).items() if not isinstance(value, (int, float))]
+    if bad:
+        raise GenlabError(f"corrupt {path}: metric {bad[0]!r} is not a number; run `genlab eval` again")
+    return result
 
 
 def comparison_rows(run_dirs: list[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -11,8 +11,11 @@ the previous checkpoint intact and LATEST pointing at a complete one. Nothing is
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +30,9 @@ from ..errors import CheckpointError
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "LATEST"
+STATE_FILE = "state.json"
 FORMAT_VERSION = 1
+CHECKPOINT_NAME = re.compile(r"step-\d{7,}")  # what LATEST may name: a sibling folder, never a path
 
 
 @dataclass
@@ -49,13 +54,69 @@ def write_json_atomic(path: Path, value: Any) -> None:
     os.replace(temp, path)
 
 
-def read_json(path: Path) -> Any:
+def read_json(path: Path, expect: type | None = None) -> Any:
+    """A run file's JSON; with `expect`, its top level must be of that type (a dict, usually)."""
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise CheckpointError(f"missing {path.name} in {path.parent}") from exc
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt {path}: {str(exc).splitlines()[0]}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"corrupt {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
+    if expect is not None and not isinstance(value, expect):
+        raise CheckpointError(
+            f"corrupt {path}: expected a JSON {_json_kind(expect)}, found a {_json_kind(type(value))}"
+        )
+    return value
+
+
+def _json_kind(kind: type) -> str:
+    names = {dict: "object", list: "list", str: "string", int: "number", float: "number", bool: "boolean"}
+    return names.get(kind, "null" if kind is type(None) else kind.__name__)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    """A checkpoint's state.json, schema-checked: a damaged file names itself and the bad field."""
+    path = checkpoint / "state.json"
+    meta = read_json(path, expect=dict)
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"corrupt {path}: {what}")
+
+    for key in ("step", "epoch", "batch_in_epoch"):
+        if key not in meta:
+            raise bad(f"field {key!r} is missing")
+        if not _is_count(meta[key]):
+            raise bad(f"field {key!r} must be a whole number >= 0, got {meta[key]!r}")
+    extra = meta.get("extra", {})
+    if not isinstance(extra, dict):
+        raise bad("field 'extra' must be an object")
+    privacy = extra.get("privacy")
+    if privacy is not None and not (
+        isinstance(privacy, dict) and all(_is_number(privacy.get(key)) for key in ("epsilon", "delta"))
+    ):
+        raise bad("extra.privacy must be an object with numbers epsilon and delta")
+    optimizers = meta.get("optimizers", {})
+    if not isinstance(optimizers, dict):
+        raise bad("field 'optimizers' must be an object")
+    for name, entry in optimizers.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("param_groups"), list):
+            raise bad(f"optimizer {name!r} has no list of param_groups")
+        if not all(isinstance(group, dict) for group in entry["param_groups"]):
+            raise bad(f"optimizer {name!r} has a param group that is not an object")
+        scalars = entry.get("scalars", {})
+        if not isinstance(scalars, dict) or not all(isinstance(v, dict) for v in scalars.values()):
+            raise bad(f"optimizer {name!r} has malformed scalars")
+    return meta
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -81,7 +142,7 @@ def _join_optimizer_state(name: str, tensors: dict[str, torch.Tensor], meta: dic
         opt_name, param_index, field_name = key.split("/", 2)
         if opt_name == name:
             state.setdefault(int(param_index), {})[field_name] = value
-    for param_index, values in meta["scalars"].items():
+    for param_index, values in meta.get("scalars", {}).items():
         state.setdefault(int(param_index), {}).update(values)
     return {"state": state, "param_groups": meta["param_groups"]}
 
@@ -95,7 +156,10 @@ def _rng_tensors() -> dict[str, torch.Tensor]:
 
 
 def _restore_rng(tensors: dict[str, torch.Tensor]) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
+    cpu = tensors["torch_cpu"]
+    if cpu.dtype != torch.uint8 or cpu.shape != torch.get_rng_state().shape:
+        raise ValueError(f"torch_cpu is {cpu.dtype} of shape {tuple(cpu.shape)}")
+    torch.set_rng_state(cpu)
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("torch_cuda_")]
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)
@@ -109,11 +173,42 @@ def save_checkpoint(
     ema: torch.nn.Module | None = None,
     keep: int = 2,
 ) -> Path:
-    """Write a complete checkpoint atomically and return its folder."""
+    """Write a complete checkpoint atomically and return its folder. A write that fails (a full disk, a
+    read-only folder) is a CheckpointError that says so; the previous checkpoint and LATEST stay intact."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     name = f"step-{state.step:07d}"
-    final, temp = root / name, root / f".tmp-{name}"
+    temp = root / f".tmp-{name}"
+    try:
+        return _write_checkpoint(root, name, temp, model, optimizers, state, ema, keep)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(temp, ignore_errors=True)  # free what the half-written checkpoint took
+        raise CheckpointError(
+            f"cannot write checkpoint {name} in {root}: {describe_write_error(exc)}; the last good checkpoint is kept"
+        ) from exc
+
+
+def describe_write_error(exc: BaseException) -> str:
+    """A full disk or read-only folder in a few words, whichever layer (os, safetensors) reported it."""
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text:
+        return "no space left on the device"
+    if getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM) or "Read-only" in text:
+        return "the folder is read-only or not writable"
+    return getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _write_checkpoint(
+    root: Path,
+    name: str,
+    temp: Path,
+    model: torch.nn.Module,
+    optimizers: dict[str, torch.optim.Optimizer],
+    state: TrainingState,
+    ema: torch.nn.Module | None,
+    keep: int,
+) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / name
     shutil.rmtree(temp, ignore_errors=True)
     temp.mkdir()
     save_file(_contiguous(model.state_dict()), str(temp / "model.safetensors"))
@@ -150,6 +245,8 @@ def _prune(root: Path, keep: int, newest: str) -> None:
     for old in complete[:-keep]:
         if old.name != newest:
             shutil.rmtree(old, ignore_errors=True)
+    for stale in root.glob(".tmp-step-*"):  # left by a kill mid-write; the run lock says no one writes it
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -162,7 +259,12 @@ def latest_checkpoint(run_dir: Path) -> Path:
     root = run_dir / CHECKPOINT_DIR
     pointer = root / LATEST_FILE
     if pointer.is_file():
-        name = read_json(pointer).get("checkpoint", "")
+        name = read_json(pointer, expect=dict).get("checkpoint")
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+            raise CheckpointError(
+                f"corrupt {pointer}: it must name a checkpoint folder of this run (step-NNNNNNN), "
+                f"got {name!r}"
+            )
         if (root / name / "state.json").is_file():
             return root / name
     complete = sorted(p for p in root.glob("step-*") if (p / "state.json").is_file())
@@ -180,13 +282,24 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"corrupt weights file {path}: {str(exc).splitlines()[0]}") from exc
 
 
+def check_finite(weights: dict[str, torch.Tensor], source: Path) -> None:
+    """NaN or inf weights would only fail deep inside sampling: refuse them at load, by name."""
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"weights in {source} are not finite (NaN or inf in {key!r})")
+
+
 def load_model_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
     upgrade = getattr(model, "upgrade_state_dict", None)  # runs saved by an older genlab keep loading
-    weights = upgrade(weights) if upgrade else weights
     try:
+        weights = upgrade(weights) if upgrade else weights
         model.load_state_dict(weights, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"weights in {source} do not fit the model in its config.json") from exc
+    except (RuntimeError, KeyError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"weights in {source} do not fit the model in its config.json ({reason[:200]})"
+        ) from exc
+    check_finite(weights, source)
 
 
 def load_checkpoint(
@@ -196,7 +309,7 @@ def load_checkpoint(
     ema: torch.nn.Module | None = None,
 ) -> TrainingState:
     """Restore everything needed to continue training exactly where the checkpoint was taken."""
-    meta = read_json(checkpoint / "state.json")
+    meta = read_state(checkpoint)
     load_model_weights(model, load_weights(checkpoint / "model.safetensors"), checkpoint)
     if ema is not None:
         ema_path = checkpoint / "ema.safetensors"
@@ -209,8 +322,47 @@ def load_checkpoint(
             raise CheckpointError(f"checkpoint {checkpoint} has no state for optimizer {name!r}")
         tensors = {k: v.to(device) if v.dim() > 0 else v for k, v in optimizer_tensors.items()}
         try:
-            optimizer.load_state_dict(_join_optimizer_state(name, tensors, meta["optimizers"][name]))
-        except (ValueError, KeyError) as exc:
-            raise CheckpointError(f"optimizer state in {checkpoint} does not fit the model") from exc
-    _restore_rng(load_weights(checkpoint / "rng.safetensors"))
+            saved = _join_optimizer_state(name, tensors, meta["optimizers"][name])
+            _check_optimizer_shapes(optimizer, saved)
+            optimizer.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            raise CheckpointError(
+                f"optimizer state in {checkpoint} does not fit the model ({_first_line(exc)})"
+            ) from exc
+    rng = load_weights(checkpoint / "rng.safetensors")
+    try:
+        _restore_rng(rng)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"corrupt {checkpoint / 'rng.safetensors'}: not a saved random-number state ({_first_line(exc)})"
+        ) from exc
     return TrainingState(meta["step"], meta["epoch"], meta["batch_in_epoch"], meta.get("extra", {}))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Optimizer state from another model can load silently and only fail at the next step: compare
+    every saved moment with the shape of the parameter it belongs to."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_count = sum(len(g.get("params", [])) for g in saved["param_groups"] if isinstance(g, dict))
+    if saved_count != len(params):
+        raise ValueError(f"{saved_count} parameters saved, the model has {len(params)}")
+    for index, values in saved["state"].items():
+        if not 0 <= index < len(params):
+            raise ValueError(f"state for parameter {index}, the model has {len(params)}")
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[index].shape:
+                raise ValueError(
+                    f"{key} of parameter {index} has shape {tuple(value.shape)}, "
+                    f"the parameter {tuple(params[index].shape)}"
+                )
+            if (
+                isinstance(value, torch.Tensor)
+                and value.is_floating_point()
+                and not bool(value.isfinite().all())
+            ):
+                raise ValueError(f"{key} of parameter {index} is not finite")

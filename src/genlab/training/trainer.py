@@ -35,7 +35,7 @@ from .. import provenance, viz
 from ..config import TrainConfig
 from ..constraints import check_device_name
 from ..data import DeviceBatches, ImageDataset, load_dataset
-from ..errors import CheckpointError, ConfigError, TrainingError
+from ..errors import ConfigError, TrainingError
 from ..models.base import Batch, GenerativeModel
 from ..runs import build_model, model_config_values, read_run_config
 from . import distributed
@@ -48,6 +48,8 @@ from .checkpoint import (
     write_json_atomic,
 )
 from .ema import EMA
+from .metrics_log import METRICS_FILE, keep_up_to, read_records
+from .run_lock import RunLock, has_checkpoint, prepare_run_dir
 
 GRID_SEED = 1234  # fixed noise for the per-epoch grids, so epochs are comparable
 PLOT_EVERY_SECONDS = (
@@ -90,6 +92,7 @@ class Trainer:
         resume: bool = False,
         console: Console | None = None,
         dataset: ImageDataset | None = None,
+        overwrite: bool = False,
     ):
         config.validate()
         self.config, self.run_dir, self.resume = config, Path(run_dir), resume
@@ -101,7 +104,22 @@ class Trainer:
         self._stop_requested = False
         self._step_hooks: list = []
         self._last_plot = time.perf_counter()
-        self._check_run_dir()
+        self._lock = RunLock(self.run_dir)
+        try:
+            self._set_up(dataset, overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _set_up(self, dataset: ImageDataset | None, overwrite: bool) -> None:
+        config, resume = self.config, self.resume
+        # locked before anything is read or written; a run with no checkpoint yet (killed in its first
+        # epoch) is resumed by starting it over
+        if self.dist.is_main:  # under torchrun rank 0 alone creates, locks and clears the folder
+            self._has_checkpoint = prepare_run_dir(self.run_dir, resume, overwrite, self._lock, self.console)
+        self.dist.barrier("run-directory check")  # the other ranks read the run only once it is ready
+        if not self.dist.is_main:
+            self._has_checkpoint = has_checkpoint(self.run_dir)
         self.dataset = dataset if dataset is not None else load_dataset(config.data, "train")
         if config.eval_every and (self.dataset.labels is None or self.dataset.num_classes < 2):
             raise ConfigError(
@@ -135,7 +153,10 @@ class Trainer:
         )
         self.privacy = self._private_training() if private else None
         self.state = TrainingState()
-        if resume:
+        if resume and not self._has_checkpoint:
+            if self.dist.is_main:
+                self._truncate_metrics(0)
+        elif resume:
             self.state = load_checkpoint(
                 latest_checkpoint(self.run_dir),
                 self.model,
@@ -200,18 +221,6 @@ class Trainer:
             soft_wrap=True,
         )
 
-    def _check_run_dir(self) -> None:
-        has_run = (self.run_dir / CONFIG_FILE).is_file()
-        if self.resume and not has_run:
-            raise CheckpointError(f"cannot resume: {self.run_dir} is not a genlab run directory")
-        if not self.resume and has_run:
-            raise ConfigError(
-                f"{self.run_dir} already holds a run: pass --resume to continue it, or another --out"
-            )
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.dist.barrier("run-directory check")  # every rank checks before rank 0 writes config.json
-
     def _write_run_config(self) -> None:
         write_json_atomic(
             self.run_dir / CONFIG_FILE,
@@ -230,13 +239,11 @@ class Trainer:
         )
 
     def _truncate_metrics(self, step: int) -> None:
-        """Drop records logged after the checkpoint we resume from, so the log matches an unbroken run."""
-        path = self.run_dir / "metrics.jsonl"
-        if path.is_file():
-            kept = [
-                line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step
-            ]
-            path.write_text("".join(line + "\n" for line in kept))
+        """Drop records logged after the checkpoint we resume from, so the log matches an unbroken run
+        (a new file renamed into place: a kill meanwhile keeps the old history)."""
+        damaged = keep_up_to(self.run_dir / METRICS_FILE, step)
+        if damaged:
+            self.console.print(f"note: dropped {damaged} damaged line(s) of {self.run_dir / METRICS_FILE}")
 
     # --- control -----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -256,7 +263,13 @@ class Trainer:
         previous_handler = self._install_sigint()
         try:
             return self._fit()
+        except OSError as exc:  # a full disk or read-only folder while writing metrics or grids
+            raise TrainingError(
+                f"cannot write to {self.run_dir}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}; the last good checkpoint is kept"
+            ) from exc
         finally:
+            self._lock.release()
             if previous_handler is not None:
                 signal.signal(signal.SIGINT, previous_handler)
 
@@ -393,9 +406,7 @@ class Trainer:
         if every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0:  # completed epochs only
             self._quick_eval(sampler)
         if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
-            records = [
-                json.loads(line) for line in (self.run_dir / "metrics.jsonl").read_text().splitlines() if line
-            ]
+            records, _ = read_records(self.run_dir / METRICS_FILE)
             viz.plot_losses(records, self.run_dir / "loss_curves.png")
             self._last_plot = time.perf_counter()
         if self.privacy:

@@ -183,12 +183,28 @@ def encode_symbols(symbols: np.ndarray, probabilities: np.ndarray) -> bytes:
     return coder.get_compressed().tobytes()
 
 
+def most_images(probabilities: np.ndarray, payload_bytes: int) -> int:
+    """An upper bound on the images an ANS stream of this size can hold: each image costs at least
+    sum_d -log2(max_s p(d, s)) bits (a margin covers constriction's 24-bit probabilities), and a stack
+    coder's stream falls short of the information it holds by at most its 64-bit initial state."""
+    p = probabilities / probabilities.sum(axis=1, keepdims=True)
+    least_bits = float(-np.log2(np.minimum(p.max(axis=1) + 1e-6, 1.0)).sum())
+    if least_bits <= 0:
+        return 2**32
+    return int((8 * payload_bytes + 64) / least_bits) + 1
+
+
 def decode_symbols(payload: bytes, probabilities: np.ndarray, n: int) -> np.ndarray:
     import constriction
 
     if len(payload) % 4:
         raise CodecError("the compressed stream has a broken length")
     bound, dims = probabilities.shape[1] // 2, probabilities.shape[0]
+    most = most_images(probabilities, len(payload))
+    if n > most:  # a damaged count would otherwise decode garbage for a very long time
+        raise CodecError(
+            f"the header declares {n} images, but a stream of {len(payload)} bytes holds at most {most}"
+        )
     family = constriction.stream.model.Categorical(perfect=False)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype=np.uint32).copy())
     table = probabilities.astype(np.float32)
