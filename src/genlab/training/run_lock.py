@@ -100,9 +100,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, overwrite: bool, lock: RunLock,
     if has_run and not resume:
         if not overwrite:
             what = (
-                "a run"
-                if checkpointed
-                else "a run that never finished its first checkpoint (killed early?)"
+                "a run" if checkpointed else "a run that never finished its first checkpoint (killed early?)"
             )
             action = "continue it" if checkpointed else "start it over with its settings"
             raise ConfigError(
