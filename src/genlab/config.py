@@ -37,6 +37,8 @@ class TrainConfig:
     dp_epsilon: float = 0.0  # differential privacy: train with DP-SGD to this (epsilon, delta); 0 = off
     dp_delta: float = 0.0  # 0 = 1 / (training images)
     dp_max_grad_norm: float = 1.0  # DP-SGD clips each example's gradient to this L2 norm
+    precision: str = "fp32"  # or "bf16": autocast forward passes (GPUs, CPUs with bf16 units)
+    compile: bool = False  # torch.compile the networks (on CUDA with CUDA graphs)
     model_args: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class TrainConfig:
             (self.dp_epsilon >= 0.0, f"dp_epsilon must be > 0 (or 0 for no DP), got {self.dp_epsilon}"),
             (0.0 <= self.dp_delta < 1.0, f"dp_delta must be in (0, 1) (or 0 for 1/N), got {self.dp_delta}"),
             (self.dp_max_grad_norm > 0.0, f"dp_max_grad_norm must be > 0, got {self.dp_max_grad_norm}"),
+            (self.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {self.precision!r}"),
             (self.keep_checkpoints >= 1, f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}"),
             (
                 self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),

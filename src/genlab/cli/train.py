@@ -22,6 +22,8 @@ FLAG_SETTINGS = (
     "dp_epsilon",
     "dp_delta",
     "dp_max_grad_norm",
+    "precision",
+    "compile",
 )
 
 
@@ -79,6 +81,17 @@ def register(commands) -> None:
         type=_float_in(0.0, math.inf, "a clipping norm > 0"),
         dest="dp_max_grad_norm",
         help="DP-SGD clips each example's gradient to this L2 norm (default 1.0)",
+    )
+    train.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="bf16: autocast forward passes to bfloat16 (GPUs; CPUs with bf16 units); default fp32",
+    )
+    train.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the networks (CUDA: with CUDA graphs); pays off on long GPU runs",
     )
     train.add_argument("--out", help="run directory (default runs/<model>)")
     train.add_argument("--config", help="YAML or JSON file of settings")
