@@ -26,6 +26,7 @@ the README's lever table is measured. `--ddp N` (data-parallel scaling) is added
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import resource
@@ -104,13 +105,16 @@ def time_genlab(
     seed: int = 0,
     dataset=None,
     extra: dict | None = None,
+    compile_options: dict | None = None,
 ) -> dict:
-    """Train `warmup + steps` steps with genlab's Trainer (what `genlab train` runs) and time them."""
+    """Train `warmup + steps` steps with genlab's Trainer (what `genlab train` runs) and time them.
+    `compile_options` go to torch.compile (gpu_check's dry run uses backend "eager")."""
     from rich.console import Console
 
     from genlab.models.gan import GAN
     from genlab.runs import resolve_config
     from genlab.training import speed
+    from genlab.training import trainer as trainer_module
     from genlab.training.trainer import Trainer
 
     levers = dict(levers or {})
@@ -123,18 +127,26 @@ def time_genlab(
     times: list[float] = []
 
     def on_step(trainer) -> None:
-        _sync(trainer.device)
+        count = len(times) + 1
+        if count in (1, warmup, warmup + steps):  # sync only where a time is read: no per-step stall
+            _sync(trainer.device)
         times.append(time.perf_counter())
-        if len(times) >= warmup + steps:
+        if count >= warmup + steps:
             trainer.request_stop()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        trainer = Trainer(config, Path(tmp) / "run", dataset=dataset, console=Console(quiet=True))
-        trainer.add_step_hook(on_step)
-        trainer.fit()
-    speed.set_levers()  # back to the defaults
-    GAN.share_fake_batch = True
+    compile_networks = trainer_module.compile_networks
+    if compile_options:
+        trainer_module.compile_networks = functools.partial(speed.compile_networks, **compile_options)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            trainer = Trainer(config, Path(tmp) / "run", dataset=dataset, console=Console(quiet=True))
+            trainer.add_step_hook(on_step)
+            trainer.fit()
+    finally:
+        speed.set_levers()  # back to the defaults
+        GAN.share_fake_batch = True
+        trainer_module.compile_networks = compile_networks
     return _figures(times, start, warmup, steps, batch_size, trainer.device)
 
 
@@ -188,7 +200,8 @@ def time_plain(
             opt_g.zero_grad()
             loss_g.backward()
             opt_g.step()
-            _sync(torch.device(device))
+            if len(times) + 1 in (1, warmup, warmup + steps):
+                _sync(torch.device(device))
             times.append(time.perf_counter())
             if len(times) >= warmup + steps:
                 break
@@ -205,7 +218,8 @@ def time_plain(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            _sync(torch.device(device))
+            if len(times) + 1 in (1, warmup, warmup + steps):
+                _sync(torch.device(device))
             times.append(time.perf_counter())
             if len(times) >= warmup + steps:
                 break
