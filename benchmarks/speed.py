@@ -67,6 +67,7 @@ VARIANTS: dict[str, dict] = {
     "genlab-unfused": {"levers": {"fused_optimizers": False}},  # torch's default Adam implementation
     "genlab-bf16": {"precision": "bf16"},
     "genlab-compile": {"compile": True},
+    "genlab-1-thread": {"threads": 1},  # torch's default here is one thread per core (2)
 }
 LOOPS = (*VARIANTS, "plain")
 
@@ -232,6 +233,8 @@ def run_worker(spec: dict) -> dict:
     if spec["loop"] == "plain":
         return time_plain(*args, seed=spec["seed"])
     variant = VARIANTS[spec["loop"]]
+    if variant.get("threads"):
+        torch.set_num_threads(variant["threads"])
     return time_genlab(
         *args,
         precision=variant.get("precision", "fp32"),
