@@ -68,7 +68,7 @@ def test_a_loss_mismatch_is_reported(gpu_check, monkeypatch, tmp_path):
         return [{"loss": 1.0 if len(calls) == 1 else 1.1}] * steps
 
     monkeypatch.setattr(gpu_check, "losses_of", fake_losses)
-    monkeypatch.setattr(gpu_check, "speed_rows", lambda args, deadline: [])
+    monkeypatch.setattr(gpu_check, "speed_rows", lambda args, deadline, compiled=False: [])
     out = tmp_path / "g.json"
     assert gpu_check.main(["--device", "cpu", "--tiny", "--cases", "vae-default", "--out", str(out)]) == 1
     assert json.loads(out.read_text())["agreement"][0]["agree"] is False
