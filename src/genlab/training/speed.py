@@ -7,7 +7,6 @@ changes the training math beyond float rounding, and a fixed seed gives the same
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -75,14 +74,3 @@ def compile_networks(model: nn.Module, device: torch.device, **options) -> list[
             compiled.append(name)
     return compiled
 
-
-@contextlib.contextmanager
-def threads(count: int) -> Iterator[None]:
-    """Run with `count` intra-op threads (0 = leave torch's choice), restoring the previous setting."""
-    previous = torch.get_num_threads()
-    if count > 0:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
