@@ -73,4 +73,3 @@ def compile_networks(model: nn.Module, device: torch.device, **options) -> list[
             module.compile(**options)
             compiled.append(name)
     return compiled
-
