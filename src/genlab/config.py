@@ -14,7 +14,18 @@ from typing import Any, ClassVar
 
 import yaml
 
-from .constraints import MAX_SEED, Check, DeviceName, at_least, check_config, coerce_value, fraction, positive
+from .constraints import (
+    FLAG,
+    MAX_SEED,
+    Check,
+    DeviceName,
+    OneOf,
+    at_least,
+    check_config,
+    coerce_value,
+    fraction,
+    positive,
+)
 from .errors import ConfigError
 
 __all__ = ["TrainConfig", "coerce_value", "load_config_file", "parse_overrides", "set_value"]
@@ -40,6 +51,8 @@ class TrainConfig:
     dp_epsilon: float = 0.0  # differential privacy: train with DP-SGD to this (epsilon, delta); 0 = off
     dp_delta: float = 0.0  # 0 = 1 / (training images)
     dp_max_grad_norm: float = 1.0  # DP-SGD clips each example's gradient to this L2 norm
+    precision: str = "fp32"  # or "bf16": autocast forward passes (GPUs, CPUs with bf16 units)
+    compile: bool = False  # torch.compile the networks (on CUDA with CUDA graphs)
     model_args: dict[str, Any] = field(default_factory=dict)
     constraints: ClassVar[dict[str, Check]] = {
         "epochs": at_least(1, 1_000_000),
@@ -57,6 +70,8 @@ class TrainConfig:
         "dp_epsilon": at_least(0),  # 0 = no DP
         "dp_delta": fraction(high_open=True),  # 0 = 1 / (training images)
         "dp_max_grad_norm": positive(),
+        "precision": OneOf(("fp32", "bf16")),
+        "compile": FLAG,
     }
 
     def to_dict(self) -> dict[str, Any]:

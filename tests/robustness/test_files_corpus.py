@@ -249,7 +249,10 @@ CASES = [
     ),
     Case("config-bad-epochs", edit_json(CONFIG, set_key("train", "epochs", "many")), INFO, r"epochs"),
     Case(
-        "config-zero-epochs", edit_json(CONFIG, set_key("train", "epochs", 0)), INFO, r"epochs must be in \[1, "
+        "config-zero-epochs",
+        edit_json(CONFIG, set_key("train", "epochs", 0)),
+        INFO,
+        r"epochs must be in \[1, ",
     ),
     Case(
         "config-unknown-model", edit_json(CONFIG, set_key("train", "model", "nope")), INFO, r"unknown model"

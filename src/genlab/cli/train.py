@@ -22,6 +22,8 @@ FLAG_SETTINGS = (
     "dp_epsilon",
     "dp_delta",
     "dp_max_grad_norm",
+    "precision",
+    "compile",
 )
 
 
@@ -82,6 +84,17 @@ def register(commands) -> None:
         dest="dp_max_grad_norm",
         help="DP-SGD clips each example's gradient to this L2 norm (default 1.0)",
     )
+    train.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="bf16: autocast forward passes to bfloat16 (GPUs; CPUs with bf16 units); default fp32",
+    )
+    train.add_argument(
+        "--compile",
+        action="store_const",
+        const=True,
+        help="torch.compile the networks (CUDA: with CUDA graphs); pays off on long GPU runs",
+    )
     train.add_argument("--out", help="run directory (default runs/<model>)")
     train.add_argument("--config", help="YAML or JSON file of settings")
     train.add_argument(
@@ -100,8 +113,16 @@ def register(commands) -> None:
     train.set_defaults(handler=cmd_train)
 
 
-# Settings a resumed run may change: they set how long and where it trains, not what it computes.
-RESUMABLE_SETTINGS = ("epochs", "time_limit_minutes", "device", "log_every", "eval_every", "keep_checkpoints")
+# Settings a resumed run may change: they set how long, where and how fast it trains, not what it computes.
+RESUMABLE_SETTINGS = (
+    "epochs",
+    "time_limit_minutes",
+    "device",
+    "log_every",
+    "eval_every",
+    "keep_checkpoints",
+    "compile",
+)
 
 
 def cmd_train(args) -> int:

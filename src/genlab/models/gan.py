@@ -222,6 +222,9 @@ class GAN(GenerativeModel):
         "beta2": "Adam beta2 (0.999; 0.9 for wgan-gp)",
     }
     presets: ClassVar[dict[str, Preset]] = PRESETS
+    # The speed lever of one G forward per step (see training_step); False is the reference two-forward
+    # step (a fresh z for the G update), kept for the equivalence test and benchmarks/speed.py's lever table.
+    share_fake_batch: ClassVar[bool] = True
 
     @classmethod
     def check_settings(cls, config: GANConfig) -> None:
@@ -230,6 +233,7 @@ class GAN(GenerativeModel):
     def __init__(self, config: GANConfig):
         super().__init__(config)
         _validate(config)
+        self._pending_fake: tuple[Tensor, Tensor] | None = None
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
         if config.historical_averaging > 0:
@@ -301,16 +305,28 @@ class GAN(GenerativeModel):
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         real = batch.images
         labels = self.training_labels(batch)
-        z = torch.randn(real.shape[0], self.config.latent_dim, device=real.device)
         if optimizer_name == "d":
-            return self._discriminator_step(real, z, labels)
+            fake = self.generator(self._latent(real), labels)
+            # One generator forward per training step: D trains on G(z) detached, and the G update that
+            # follows on the same batch backpropagates through this same G(z) (G's weights have not
+            # changed in between; only D's did, and D is run again). Same objective as a second forward
+            # on the same z, one forward cheaper (tests/models/test_gan_shared_forward.py).
+            self._pending_fake = (real, fake) if self.share_fake_batch and torch.is_grad_enabled() else None
+            return self._discriminator_step(real, fake.detach(), labels)
         if optimizer_name == "g":
-            return self._generator_step(real, z, labels)
+            pending, self._pending_fake = self._pending_fake, None
+            if pending is not None and pending[0] is real:
+                fake = pending[1]
+            else:  # no D update on this batch before (e.g. a DP stand-in batch): a forward of its own
+                fake = self.generator(self._latent(real), labels)
+            return self._generator_step(real, fake, labels)
         raise ValueError(f"unknown optimizer {optimizer_name!r}")
 
-    def _discriminator_step(self, real: Tensor, z: Tensor, labels: Tensor | None) -> StepOutput:
-        c = self.config
-        fake = self.generator(z, labels).detach()  # D must not push gradients into G
+    def _latent(self, real: Tensor) -> Tensor:
+        return torch.randn(real.shape[0], self.config.latent_dim, device=real.device)
+
+    def _discriminator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> StepOutput:
+        c = self.config  # `fake` is detached: D must not push gradients into G
         if c.r1_gamma > 0:
             real = real.detach().requires_grad_(True)
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
@@ -340,12 +356,11 @@ class GAN(GenerativeModel):
         logs["loss_d"] = loss.detach()
         return StepOutput(loss, logs)
 
-    def _generator_step(self, real: Tensor, z: Tensor, labels: Tensor | None) -> StepOutput:
+    def _generator_step(self, real: Tensor, fake: Tensor, labels: Tensor | None) -> StepOutput:
         c = self.config
         # Freeze D while its graph is recorded: no weight gradients are computed for it at all.
         self.discriminator.requires_grad_(False)
         try:
-            fake = self.generator(z, labels)
             if c.feature_matching:
                 with torch.no_grad():
                     real_features = self.discriminator.features(real)

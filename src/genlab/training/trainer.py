@@ -50,6 +50,7 @@ from .checkpoint import (
 from .ema import EMA
 from .metrics_log import METRICS_FILE, keep_up_to, read_records
 from .run_lock import RunLock, has_checkpoint, prepare_run_dir
+from .speed import autocast, compile_networks, fast_optimizers
 
 GRID_SEED = 1234  # fixed noise for the per-epoch grids, so epochs are comparable
 PLOT_EVERY_SECONDS = (
@@ -140,7 +141,13 @@ class Trainer:
 
             make_per_sample_compatible(self.model, log=lambda text: self.console.print(text, soft_wrap=True))
         self.optimizers = self.model.optimizers()
+        if not private:  # Opacus wraps the optimizers it is given: leave them as the model made them
+            self.optimizers = fast_optimizers(self.optimizers)
         self.ema = EMA(self.model, config.ema_decay) if config.ema_decay > 0 else None
+        if config.compile:  # after the EMA copy, which stays eager (it only samples)
+            if private:
+                raise ConfigError("--compile cannot be combined with DP-SGD (Opacus hooks); drop one")
+            compile_networks(self.model, self.device)
         self.images = self.model.from_uint8(self.dataset.images).to(self.device)  # (N, C, H, W), whole set
         labels = self.dataset.labels.to(self.device) if self.dataset.labels is not None else None
         self.batches = DeviceBatches(
@@ -333,7 +340,8 @@ class Trainer:
                     continue
                 step_batch = self.privacy.batch_for(name, batch)  # non-private optimizers: no data
                 self.privacy.select(name)
-            output = self.model.training_step(step_batch, name)
+            with autocast(self.device, self.config.precision):
+                output = self.model.training_step(step_batch, name)
             interval.losses.append((self.state.step, name, output.loss.detach()))
             for key, value in output.logs.items():
                 interval.logs[key].append(value)
