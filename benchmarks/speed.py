@@ -20,7 +20,8 @@ reason in the table) otherwise.
     python benchmarks/speed.py --cases gan-article --repeats 3 --loops genlab plain genlab-two-forward
 
 `--loops` also takes genlab variants that switch one speed lever off or on (see VARIANTS), which is how
-the README's lever table is measured. `--ddp N` (data-parallel scaling) is added with torchrun support.
+the README's lever table is measured. `--ddp N` reports data-parallel scaling instead: 1 process against N
+torchrun/gloo processes, by running benchmarks/ddp_scaling.py --processes N.
 """
 
 from __future__ import annotations
@@ -352,7 +353,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ddp", type=int, default=0, help="data-parallel processes (added with torchrun)")
+    parser.add_argument(
+        "--ddp", type=int, default=0, help="scaling over N torchrun processes (ddp_scaling.py)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.json")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -360,7 +363,10 @@ def main() -> int:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
     if args.ddp:
-        parser.error("--ddp comes with torchrun/DDP training (issue 9, the ddp branch); not in this build")
+        if args.ddp < 2:
+            parser.error("--ddp N compares 1 process with N: N must be >= 2")
+        scaling = Path(__file__).with_name("ddp_scaling.py")
+        return subprocess.call([sys.executable, str(scaling), "--processes", str(args.ddp)])
     if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
         parser.error("--warmup, --steps and --repeats must be >= 1")
     results = measure(args)
