@@ -3,30 +3,18 @@ itself runs by hand under the CPU lock."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from genlab.models.gan import GAN
 from genlab.training import speed as levers
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .benchmark_scripts import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def speed():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("speed_benchmark", BENCHMARKS / "speed.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["speed_benchmark"] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("speed") as module:
         yield module
-    finally:
-        sys.modules.pop("speed_benchmark", None)
-        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.mark.parametrize("case", ["gan-article", "vae-default"])

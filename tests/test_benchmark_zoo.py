@@ -3,28 +3,18 @@ by hand, not in the tests)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from genlab.config import parse_overrides
 from genlab.registry import list_models
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from .benchmark_scripts import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def zoo():
-    spec = importlib.util.spec_from_file_location("zoo_benchmark", BENCHMARKS / "zoo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["zoo_benchmark"] = module  # dataclasses look their module up by name
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_module("zoo") as module:
         yield module
-    finally:
-        sys.modules.pop("zoo_benchmark", None)
 
 
 def test_rows_parse_and_resolve(zoo) -> None:
