@@ -81,6 +81,19 @@ class OneOf(Check):
 
 
 @dataclass(frozen=True)
+class Policy(Check):
+    """A comma-separated list of names from `choices`, in any order, each at most once; '' is none."""
+
+    choices: tuple[str, ...]
+
+    def problem(self, value: Any) -> str | None:
+        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        if all(name in self.choices for name in names) and len(set(names)) == len(names):
+            return None
+        return f"must be '' or a comma-separated list of {', '.join(self.choices)}, each once"
+
+
+@dataclass(frozen=True)
 class Sizes(Check):
     """A tuple of integer sizes, each in [low, high]; `length` fixes how many (image_shape is 3)."""
 

@@ -41,7 +41,15 @@ VARIANTS = [
     ("feature-matching", "gan", {**CONV_GAN, "feature_matching": True}, MNIST),
     ("historical-averaging", "gan", {**CONV_GAN, "historical_averaging": 0.01}, MNIST),
     ("minibatch-mlp", "gan", {**MLP_GAN, "d_minibatch_kernels": 4, "label_smoothing": 0.1}, MNIST),
+    ("diffaugment", "gan", {**CONV_GAN, "augment": "color,translation,cutout", "r1_gamma": 1.0}, MNIST),
     ("conv-vae", "vae", CONV_CODER, CIFAR),
+    ("conv-vae-gmm-sampler", "vae", {**CONV_CODER, "sampler": "gmm", "gmm_components": 3}, MNIST),
+    (
+        "cvae-gmm-sampler",
+        "vae",
+        {**CONV_CODER, "conditional": True, "sampler": "gmm", "gmm_components": 2},
+        CIFAR,
+    ),
     ("cvae", "vae", {**CONV_CODER, "conditional": True}, MNIST),
     ("mlp-cvae", "vae", {"latent_dim": 4, "hidden": (16,), "conditional": True}, MNIST),
     ("kl-warmup-free-bits", "vae", {**CONV_CODER, "kl_warmup_steps": 5, "free_bits": 0.1}, FACES),
@@ -79,7 +87,7 @@ def test_variant_steps_and_samples(variant, family, settings, shape):
         assert output.loss.dim() == 0 and torch.isfinite(output.loss), name
         output.loss.backward()
         optimizer.step()
-    model.fit_sampler(batch.images)
+    model.fit_sampler(batch.images, batch.labels)
     samples = model.sample(5, generator=torch.Generator().manual_seed(3))
     assert samples.shape == (5, *shape)
     assert samples.min() >= 0.0 and samples.max() <= 1.0

@@ -19,7 +19,7 @@ from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..nn.mlp import ACTIVATIONS
 from ..registry import register_model
 from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
-from .gmm import GaussianMixture
+from .gmm import GaussianMixture, fit_to_codes
 
 
 def reconstruction_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -34,9 +34,6 @@ def reconstruction_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
     else:
         raise ValueError(f"loss must be 'bce' or 'mse', got {kind!r}")
     return per_pixel.flatten(1).sum(dim=1).mean()
-
-
-SAMPLER_FIT_IMAGES = 10_000
 
 
 @dataclass
@@ -196,14 +193,6 @@ class Autoencoder(GenerativeModel):
         """Straight lines: the code space has no Gaussian shell to stay on."""
         return torch.lerp(a, b, t[:, None])
 
-    @torch.no_grad()
-    def fit_sampler(self, images: Tensor) -> None:
-        """Fit the mixture to the codes of at most SAMPLER_FIT_IMAGES evenly spaced training images:
-        plenty for 10 components, and it keeps the per-epoch cost flat on large datasets."""
-        was_training = self.training
-        self.eval()
-        if len(images) > SAMPLER_FIT_IMAGES:
-            images = images[torch.linspace(0, len(images) - 1, SAMPLER_FIT_IMAGES).long().to(images.device)]
-        codes = torch.cat([self.encode(chunk) for chunk in images.split(1024)])
-        self.train(was_training)
-        self.prior.fit(codes)
+    def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
+        """Fit the mixture to the codes of (a spread of at most 10,000) training images."""
+        fit_to_codes(self.prior, self, lambda x, _: self.encode(x), images)

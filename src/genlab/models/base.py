@@ -164,9 +164,10 @@ class GenerativeModel(nn.Module):
         finally:
             self.train(was_training)
 
-    def fit_sampler(self, images: Tensor) -> None:
-        """Called by the trainer after each epoch with training images; models whose prior is learned
-        from data (the autoencoder's Gaussian mixture) fit it here. Default: nothing to fit."""
+    def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
+        """Called by the trainer after each epoch with the training images (and their labels, or None);
+        models whose sampler is learned from data (the autoencoder's Gaussian mixture, a VAE's optional
+        one) fit it here. Default: nothing to fit."""
 
     @property
     def device(self) -> torch.device:

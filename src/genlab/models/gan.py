@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, fraction, positive
+from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Policy, Sizes, at_least, fraction, positive
 from ..nn import mlp
+from ..nn.augment import OPS as AUGMENTATIONS
+from ..nn.augment import augment, parse_policy
 from ..nn.conv import ConvUpsampler, conv_downsampler
 from ..registry import register_model
 from . import gan_objectives as objectives
@@ -61,6 +63,9 @@ class GANConfig(ModelConfig):
     # Minibatch standard deviation (Karras et al. 2018): one extra feature, the mean over features of the
     # batch's standard deviation at D's last hidden layer. A cheaper, weaker anti-collapse signal.
     d_minibatch_stddev: bool = False
+    # DiffAugment (Zhao et al. 2020): D sees every image, real or fake, through these random differentiable
+    # ops, so it cannot memorize a small training set; '' = off.
+    augment: str = ""
     lr_d: float = 2e-4
     lr_g: float = 1e-4
     beta1: float = 0.5
@@ -87,6 +92,7 @@ class GANConfig(ModelConfig):
         "d_minibatch_kernels": at_least(0, MAX_CHANNELS),
         "d_minibatch_kernel_dim": at_least(1, MAX_CHANNELS),
         "d_minibatch_stddev": FLAG,
+        "augment": Policy(tuple(AUGMENTATIONS)),
         "lr_d": positive(),
         "lr_g": positive(),
         "beta1": fraction(high_open=True),
@@ -216,6 +222,7 @@ class GAN(GenerativeModel):
         "d_minibatch_kernels": "minibatch discrimination kernels (0 = off): D sees batch diversity",
         "d_minibatch_kernel_dim": "size of each minibatch discrimination kernel",
         "d_minibatch_stddev": "append the batch's feature std to D's features: a cheap anti-collapse signal",
+        "augment": "DiffAugment ops for D's inputs, e.g. translation,cutout: D cannot memorize small data",
         "lr_d": "D's Adam learning rate (TTUR: a larger lr_d than lr_g)",
         "lr_g": "G's Adam learning rate",
         "beta1": "Adam beta1 (0.5 in DCGAN; 0 for hinge/wgan-gp)",
@@ -234,6 +241,7 @@ class GAN(GenerativeModel):
         super().__init__(config)
         _validate(config)
         self._pending_fake: tuple[Tensor, Tensor] | None = None
+        self.augment_policy = parse_policy(config.augment)
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
         if config.historical_averaging > 0:
@@ -322,6 +330,11 @@ class GAN(GenerativeModel):
             return self._generator_step(real, fake, labels)
         raise ValueError(f"unknown optimizer {optimizer_name!r}")
 
+    def _augment(self, images: Tensor) -> Tensor:
+        """What D sees of an image batch: the augmentation policy (differentiable), or the images as they
+        are. Cutout writes -1, the background of data in [-1, 1]."""
+        return augment(images, self.augment_policy, fill=-1.0) if self.augment_policy else images
+
     def _latent(self, real: Tensor) -> Tensor:
         return torch.randn(real.shape[0], self.config.latent_dim, device=real.device)
 
@@ -329,6 +342,8 @@ class GAN(GenerativeModel):
         c = self.config  # `fake` is detached: D must not push gradients into G
         if c.r1_gamma > 0:
             real = real.detach().requires_grad_(True)
+        penalized_real = real  # R1 is the gradient with respect to the data, through any augmentation
+        real, fake = self._augment(real), self._augment(fake)
         real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
         if c.loss == "ns":
             loss = objectives.ns_discriminator_loss(real_scores, fake_scores, 1.0 - c.label_smoothing)
@@ -348,7 +363,7 @@ class GAN(GenerativeModel):
             loss = loss + c.gp_weight * penalty
             logs["gradient_penalty"] = penalty.detach()
         if c.r1_gamma > 0:
-            penalty = objectives.r1_penalty(real_scores, real)
+            penalty = objectives.r1_penalty(real_scores, penalized_real)
             loss = loss + 0.5 * c.r1_gamma * penalty
             logs["r1"] = penalty.detach()
         if c.historical_averaging > 0:
@@ -360,10 +375,11 @@ class GAN(GenerativeModel):
         c = self.config
         # Freeze D while its graph is recorded: no weight gradients are computed for it at all.
         self.discriminator.requires_grad_(False)
+        fake = self._augment(fake)
         try:
             if c.feature_matching:
                 with torch.no_grad():
-                    real_features = self.discriminator.features(real)
+                    real_features = self.discriminator.features(self._augment(real))
                 loss = objectives.feature_matching_loss(real_features, self.discriminator.features(fake))
             elif c.loss == "ns":
                 loss = objectives.ns_generator_loss(self.discriminator(fake, labels))

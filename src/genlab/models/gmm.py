@@ -6,9 +6,12 @@ The autoencoder has no prior of its own; fitting a mixture to its training codes
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+SAMPLER_FIT_IMAGES = 10_000  # plenty for a 10-component mixture, and it keeps the per-epoch cost flat
 
 
 class GaussianMixture(nn.Module):
@@ -68,6 +71,28 @@ class GaussianMixture(nn.Module):
         noise = torch.randn(n, self.means.shape[1], generator=generator).to(self.means)
         component = component.to(self.means.device)
         return self.means[component] + torch.einsum("nij,nj->ni", self.scale_tril[component], noise)
+
+
+@torch.no_grad()
+def fit_to_codes(
+    mixture: GaussianMixture,
+    model: nn.Module,
+    encode: Callable[[Tensor, Tensor | None], Tensor],
+    images: Tensor,
+    labels: Tensor | None = None,
+) -> None:
+    """Fit `mixture` to encode(images, labels) of at most SAMPLER_FIT_IMAGES evenly spaced training images,
+    with `model` in eval mode meanwhile (no dropout, running BatchNorm statistics)."""
+    was_training = model.training
+    model.eval()
+    if len(images) > SAMPLER_FIT_IMAGES:
+        pick = torch.linspace(0, len(images) - 1, SAMPLER_FIT_IMAGES).long().to(images.device)
+        images, labels = images[pick], None if labels is None else labels[pick]
+    chunks = [images[i : i + 1024] for i in range(0, len(images), 1024)]
+    label_chunks = [None if labels is None else labels[i : i + 1024] for i in range(0, len(images), 1024)]
+    codes = torch.cat([encode(chunk, chunk_labels) for chunk, chunk_labels in zip(chunks, label_chunks)])
+    model.train(was_training)
+    mixture.fit(codes)
 
 
 def _log_gaussian(x: Tensor, means: Tensor, scale_tril: Tensor) -> Tensor:

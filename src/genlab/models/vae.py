@@ -25,6 +25,7 @@ from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, pos
 from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..registry import register_model
 from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
+from .gmm import GaussianMixture, fit_to_codes
 
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -75,6 +76,12 @@ class VAEConfig(ModelConfig):
     beta: float = 1.0
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
+    # Where samples' codes come from: the prior N(0, I), or a Gaussian mixture fitted after each epoch to the
+    # posterior means of the training images (ex-post density estimation, Ghosh et al. 2020; the second
+    # stage of Dai & Wipf 2019). The prior leaves "holes" the decoder never saw; the mixture does not.
+    # Likelihoods (ELBO, NLL) stay those of the model with its N(0, I) prior.
+    sampler: str = "prior"
+    gmm_components: int = 10
     lr: float = 1e-3
     constraints: ClassVar[dict[str, Check]] = {
         **ModelConfig.constraints,
@@ -87,6 +94,8 @@ class VAEConfig(ModelConfig):
         "beta": at_least(0),
         "kl_warmup_steps": at_least(0),
         "free_bits": at_least(0),
+        "sampler": OneOf(("prior", "gmm")),
+        "gmm_components": at_least(1, 1000),
         "lr": positive(),
     }
 
@@ -137,6 +146,8 @@ class VAE(GenerativeModel):
         "beta": "weight of the KL term: >1 smoother latents (beta-VAE), <1 sharper reconstructions",
         "kl_warmup_steps": "ramp beta from 0 over this many steps so the decoder learns to use z first",
         "free_bits": "nats per latent dim below which KL is not penalized: fights posterior collapse",
+        "sampler": "prior (N(0, I)) or gmm (a mixture fitted to the training codes: no holes, sharper samples)",
+        "gmm_components": "components of the sampler=gmm mixture",
         "lr": "Adam learning rate",
     }
 
@@ -147,6 +158,8 @@ class VAE(GenerativeModel):
                 f"a conditional VAE needs labelled data with >= 2 classes, got {config.num_classes}"
             )
         self.encoder, self.decoder = coder_networks(config, 2 * config.latent_dim, "relu")
+        if config.sampler == "gmm":
+            self.code_mixture = GaussianMixture(config.gmm_components, config.latent_dim)
         if config.kl_warmup_steps:  # steps taken, saved with the weights so a resumed ramp goes on exactly
             self.register_buffer("kl_step", torch.zeros((), dtype=torch.int64))
 
@@ -159,6 +172,22 @@ class VAE(GenerativeModel):
 
     def private_parts(self) -> dict[str, torch.nn.Module]:
         return {"main": self}  # one optimizer over every weight, all of them fitted to the data
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        if self.config.sampler == "gmm":
+            return self.code_mixture.sample(n, generator)
+        return super().sample_latent(n, generator)
+
+    def interpolate_latents(self, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+        if self.config.sampler == "gmm":  # the mixture's mass is not on a Gaussian shell
+            return torch.lerp(a, b, t[:, None])
+        return super().interpolate_latents(a, b, t)
+
+    def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
+        """sampler=gmm: fit the mixture to the posterior means of (at most 10,000) training images."""
+        if self.config.sampler == "gmm":
+            labels = labels if self.is_conditional else None
+            fit_to_codes(self.code_mixture, self, lambda x, y: self.encode(x, y)[0], images, labels)
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) in [0, 1] [+ labels (B,) for a CVAE] -> mu, logvar, each (B, latent_dim)."""

@@ -149,10 +149,10 @@ class Trainer:
                 raise ConfigError("--compile cannot be combined with DP-SGD (Opacus hooks); drop one")
             compile_networks(self.model, self.device)
         self.images = self.model.from_uint8(self.dataset.images).to(self.device)  # (N, C, H, W), whole set
-        labels = self.dataset.labels.to(self.device) if self.dataset.labels is not None else None
+        self.labels = self.dataset.labels.to(self.device) if self.dataset.labels is not None else None
         self.batches = DeviceBatches(
             self.images,
-            labels,
+            self.labels,
             config.batch_size,
             seed=config.seed,
             sampling="poisson" if private else "shuffle",  # what the DP accountant assumes
@@ -405,7 +405,7 @@ class Trainer:
 
     def _save_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
         sampler = self.sampling_model
-        sampler.fit_sampler(self.images)  # only the weights that sample need a fitted prior
+        sampler.fit_sampler(self.images, self.labels)  # only the weights that sample need a fitted prior
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
         origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
         viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)

@@ -1,0 +1,40 @@
+"""The VAE's optional ex-post sampler: a Gaussian mixture fitted to the posterior means of the training
+images (a CVAE's encoded with their labels); the default stays the N(0, I) prior."""
+
+from __future__ import annotations
+
+import torch
+
+from genlab.runs import build_model
+
+SHAPE = (1, 28, 28)
+CONV = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": SHAPE, "num_classes": 10}
+
+
+def test_the_prior_sampler_is_the_default_and_draws_standard_normal_codes():
+    model = build_model("vae", CONV)
+    assert not hasattr(model, "code_mixture")
+    codes = model.sample_latent(4, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(codes, torch.randn(4, 3, generator=torch.Generator().manual_seed(0)))
+
+
+def test_the_gmm_sampler_fits_the_posterior_means_and_samples_from_them():
+    torch.manual_seed(0)
+    model = build_model("vae", {**CONV, "sampler": "gmm", "gmm_components": 1})
+    images = torch.rand(50, *SHAPE)
+    model.fit_sampler(images)
+    means = model.encode(images)[0].detach()
+    torch.testing.assert_close(model.code_mixture.means[0], means.mean(0), atol=1e-5, rtol=0)
+    codes = model.sample_latent(4000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(codes.mean(0), means.mean(0), atol=0.1 * float(means.std()), rtol=0)
+    assert model.training  # fitting put the model back in training mode
+
+
+def test_a_cvae_fits_its_mixture_to_codes_encoded_with_the_labels():
+    torch.manual_seed(0)
+    model = build_model("vae", {**CONV, "conditional": True, "sampler": "gmm", "gmm_components": 1})
+    images, labels = torch.rand(40, *SHAPE), torch.arange(40) % 10
+    model.fit_sampler(images, labels)
+    expected = model.encode(images, labels)[0].detach().mean(0)
+    torch.testing.assert_close(model.code_mixture.means[0], expected, atol=1e-5, rtol=0)
+    assert model.sample(3, labels=torch.tensor([1, 2, 3])).shape == (3, *SHAPE)
