@@ -75,3 +75,64 @@ def test_historical_average_keeps_the_mean_of_past_parameters_in_buffers():
     assert objectives.historical_average_penalty(
         [torch.tensor([1.0, 2.0])], [torch.tensor([0.0, 0.0])]
     ).item() == pytest.approx(5.0)
+
+
+def _ac_gan(weight: float):
+    from genlab.runs import build_model
+
+    torch.manual_seed(0)
+    settings = {
+        "arch": "conv",
+        "latent_dim": 4,
+        "g_width": 4,
+        "d_width": 4,
+        "g_batch_norm": True,
+        "d_dropout": 0.0,
+    }
+    return build_model(
+        "gan",
+        {**settings, "conditional": True, "ac_weight": weight, "image_shape": (1, 16, 16), "num_classes": 3},
+    )
+
+
+def test_ac_gan_adds_the_weighted_cross_entropy_of_d_classifying_real_images():
+    from genlab.models.base import Batch
+
+    model = _ac_gan(0.5)
+    real, labels = torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 1])
+    torch.manual_seed(1)
+    loss = model.training_step(Batch(real, labels), "d").loss
+    torch.manual_seed(1)
+    fake = model.generator(torch.randn(4, 4), labels)
+    d = model.discriminator
+    adversarial = (
+        torch.log1p(torch.exp(-d(real, labels))).mean() + torch.log1p(torch.exp(d(fake, labels))).mean()
+    )
+    logits = d.classifier(d.features(real))  # (4, 3)
+    cross_entropy = -(logits.exp() / logits.exp().sum(1, keepdim=True))[torch.arange(4), labels].log().mean()
+    assert loss.item() == pytest.approx((adversarial + 0.5 * cross_entropy).item(), rel=1e-5)
+
+
+def test_ac_gan_generator_is_pushed_to_the_class_it_was_asked_for():
+    from genlab.models.base import Batch
+
+    model = _ac_gan(2.0)
+    real, labels = torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([2, 0, 1, 2])
+    torch.manual_seed(3)
+    loss = model.training_step(Batch(real, labels), "g").loss
+    torch.manual_seed(3)
+    fake = model.generator(torch.randn(4, 4), labels)
+    d = model.discriminator
+    adversarial = torch.log1p(torch.exp(-d(fake, labels))).mean()
+    logits = d.classifier(d.features(fake))
+    cross_entropy = (torch.logsumexp(logits, 1) - logits[torch.arange(4), labels]).mean()
+    assert loss.item() == pytest.approx((adversarial + 2.0 * cross_entropy).item(), rel=1e-5)
+    assert all(p.grad is None for p in d.parameters())  # D stays frozen in G's step
+
+
+def test_ac_gan_needs_a_conditional_model():
+    from genlab.errors import ConfigError
+    from genlab.runs import build_model
+
+    with pytest.raises(ConfigError, match="ac_weight needs a conditional model"):
+        build_model("gan", {"ac_weight": 1.0, "image_shape": (1, 28, 28)})

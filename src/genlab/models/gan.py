@@ -66,6 +66,9 @@ class GANConfig(ModelConfig):
     # DiffAugment (Zhao et al. 2020): D sees every image, real or fake, through these random differentiable
     # ops, so it cannot memorize a small training set; '' = off.
     augment: str = ""
+    # AC-GAN (Odena et al. 2017), for conditional models: D also classifies real images (cross-entropy,
+    # this weight), and G is trained to make its images classified as the class it was asked for.
+    ac_weight: float = 0.0
     lr_d: float = 2e-4
     lr_g: float = 1e-4
     beta1: float = 0.5
@@ -93,6 +96,7 @@ class GANConfig(ModelConfig):
         "d_minibatch_kernel_dim": at_least(1, MAX_CHANNELS),
         "d_minibatch_stddev": FLAG,
         "augment": Policy(tuple(AUGMENTATIONS)),
+        "ac_weight": at_least(0),
         "lr_d": positive(),
         "lr_g": positive(),
         "beta1": fraction(high_open=True),
@@ -223,6 +227,7 @@ class GAN(GenerativeModel):
         "d_minibatch_kernel_dim": "size of each minibatch discrimination kernel",
         "d_minibatch_stddev": "append the batch's feature std to D's features: a cheap anti-collapse signal",
         "augment": "DiffAugment ops for D's inputs, e.g. translation,cutout: D cannot memorize small data",
+        "ac_weight": "conditional: weight of an auxiliary classifier on D (AC-GAN): G must make the class it is asked",
         "lr_d": "D's Adam learning rate (TTUR: a larger lr_d than lr_g)",
         "lr_g": "G's Adam learning rate",
         "beta1": "Adam beta1 (0.5 in DCGAN; 0 for hinge/wgan-gp)",
@@ -344,7 +349,9 @@ class GAN(GenerativeModel):
             real = real.detach().requires_grad_(True)
         penalized_real = real  # R1 is the gradient with respect to the data, through any augmentation
         real, fake = self._augment(real), self._augment(fake)
-        real_scores, fake_scores = self.discriminator(real, labels), self.discriminator(fake, labels)
+        real_features = self.discriminator.features(real)
+        real_scores = self.discriminator.score(real_features, labels)
+        fake_scores = self.discriminator(fake, labels)
         if c.loss == "ns":
             loss = objectives.ns_discriminator_loss(real_scores, fake_scores, 1.0 - c.label_smoothing)
             logs = {
@@ -366,6 +373,10 @@ class GAN(GenerativeModel):
             penalty = objectives.r1_penalty(real_scores, penalized_real)
             loss = loss + 0.5 * c.r1_gamma * penalty
             logs["r1"] = penalty.detach()
+        if c.ac_weight > 0:
+            classification = F.cross_entropy(self.discriminator.classifier(real_features), labels)
+            loss = loss + c.ac_weight * classification
+            logs["ac_real"] = classification.detach()
         if c.historical_averaging > 0:
             loss = loss + c.historical_averaging * self.historical_d.penalty(self.discriminator)
         logs["loss_d"] = loss.detach()
@@ -381,10 +392,16 @@ class GAN(GenerativeModel):
                 with torch.no_grad():
                     real_features = self.discriminator.features(self._augment(real))
                 loss = objectives.feature_matching_loss(real_features, self.discriminator.features(fake))
-            elif c.loss == "ns":
-                loss = objectives.ns_generator_loss(self.discriminator(fake, labels))
             else:
-                loss = objectives.critic_generator_loss(self.discriminator(fake, labels))
+                fake_features = self.discriminator.features(fake)
+                scores = self.discriminator.score(fake_features, labels)
+                if c.loss == "ns":
+                    loss = objectives.ns_generator_loss(scores)
+                else:
+                    loss = objectives.critic_generator_loss(scores)
+            if c.ac_weight > 0:
+                features = fake_features if not c.feature_matching else self.discriminator.features(fake)
+                loss = loss + c.ac_weight * F.cross_entropy(self.discriminator.classifier(features), labels)
         finally:
             self.discriminator.requires_grad_(True)
         if c.historical_averaging > 0:
@@ -401,6 +418,10 @@ def _validate(config: GANConfig) -> None:
         )
     if config.label_smoothing and config.loss != "ns":
         raise ValueError(f"label_smoothing applies to loss 'ns' only, not {config.loss!r}")
+    if config.ac_weight > 0 and not config.conditional:
+        raise ValueError(
+            "ac_weight needs a conditional model (conditional=true): it classifies by the labels"
+        )
     if config.conditional and config.num_classes < 2:
         raise ValueError(f"a conditional GAN needs labelled data with >= 2 classes, got {config.num_classes}")
 
@@ -472,12 +493,16 @@ class Discriminator(nn.Module):
         self.batch_layers = nn.Sequential(*batch_layers)
         self.head = sn(nn.Linear(width, 1))
         self.projection = sn(nn.Embedding(config.num_classes, width)) if config.conditional else None
+        self.classifier = sn(nn.Linear(width, config.num_classes)) if config.ac_weight > 0 else None
 
     def features(self, images: Tensor) -> Tensor:
         return self.batch_layers(self.body(images))  # (B, F)
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        features = self.features(images)
+        return self.score(self.features(images), labels)
+
+    def score(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The real/fake logits (B,) of features (B, F) from `features`."""
         scores = self.head(features).squeeze(1)  # (B,)
         if self.projection is not None:
             scores = scores + (self.projection(labels) * features).sum(dim=1)
