@@ -173,3 +173,24 @@ def test_ema_warms_up_then_averages():
     assert ema.model.weight.item() == pytest.approx(0.9)
     ema.update(model, step=10_000)  # 0.99 * 0.9 + 0.01 * 1
     assert ema.model.weight.item() == pytest.approx(0.901)
+
+
+def test_a_learned_sampler_is_refitted_on_a_schedule_of_epochs_and_at_the_end(
+    tmp_path, mnist_small, monkeypatch
+):
+    from genlab.models.ae import Autoencoder
+
+    fitted_after = []
+    original = Autoencoder.fit_sampler
+
+    def spy(self, images, labels=None):
+        fitted_after.append(trainer.state.epoch)
+        return original(self, images, labels)
+
+    monkeypatch.setattr(Autoencoder, "fit_sampler", spy)
+    small = type(mnist_small)(
+        "tiny", mnist_small.images[:32], mnist_small.labels[:32], mnist_small.class_names
+    )
+    trainer = Trainer(tiny_config("ae", epochs=13), tmp_path / "run", dataset=small)
+    trainer.fit()
+    assert fitted_after == [1, 2, 4, 8, 10, 13]  # powers of two, every 10th, and the last epoch

@@ -405,13 +405,15 @@ class Trainer:
 
     def _save_epoch(self, epoch: int, record: dict, elapsed: float, final: bool) -> None:
         sampler = self.sampling_model
-        sampler.fit_sampler(self.images, self.labels)  # only the weights that sample need a fitted prior
+        every = self.config.eval_every
+        eval_due = every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0  # completed epochs
+        if final or eval_due or _sampler_refit_due(epoch + 1):  # only the weights that sample need it
+            sampler.fit_sampler(self.images, self.labels)
         grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
         origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
         viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)
         viz.save_grid(grid, self.run_dir / "samples.png", provenance=origin)
-        every = self.config.eval_every
-        if every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0:  # completed epochs only
+        if eval_due:
             self._quick_eval(sampler)
         if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
             records, _ = read_records(self.run_dir / METRICS_FILE)
@@ -471,6 +473,17 @@ class Trainer:
             self.request_stop()
 
         return signal.signal(signal.SIGINT, handler)
+
+
+SAMPLER_REFIT_EVERY = 10
+
+
+def _sampler_refit_due(epochs_done: int) -> bool:
+    """Whether a learned sampler (a Gaussian mixture over codes: seconds of EM) is refitted after this epoch:
+    after epochs 1, 2, 4, 8 and every 10th, besides the last epoch and quick evals, so the per-epoch grid
+    is recent early on without EM dominating long runs. A schedule by epoch, not by clock: a resumed run
+    refits exactly where an uninterrupted one does."""
+    return epochs_done & (epochs_done - 1) == 0 or epochs_done % SAMPLER_REFIT_EVERY == 0
 
 
 @dataclass
