@@ -134,5 +134,5 @@ def test_ac_gan_needs_a_conditional_model():
     from genlab.errors import ConfigError
     from genlab.runs import build_model
 
-    with pytest.raises(ConfigError, match="ac_weight needs classes to classify"):
+    with pytest.raises(ConfigError, match="ac_weight needs a conditional model"):
         build_model("gan", {"ac_weight": 1.0, "image_shape": (1, 28, 28)})

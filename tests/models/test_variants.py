@@ -34,7 +34,6 @@ VARIANTS = [
     ("conv-gan-rgb64", "gan", {**CONV_GAN, "d_batch_norm": True}, FACES),
     ("conditional-conv-gan", "gan", {**CONV_GAN, "conditional": True, "loss": "hinge"}, CIFAR),
     ("conditional-mlp-gan", "gan", {**MLP_GAN, "conditional": True}, MNIST),
-    ("self-conditioned", "gan", {**CONV_GAN, "pseudo_classes": 3, "ac_weight": 1.0}, CIFAR),
     ("ac-gan", "gan", {**CONV_GAN, "conditional": True, "ac_weight": 1.0, "augment": "translation"}, MNIST),
     ("hinge", "gan", {**CONV_GAN, "loss": "hinge"}, CIFAR),
     ("wgan-gp", "gan", {**CONV_GAN, "loss": "wgan-gp", "beta2": 0.9}, MNIST),

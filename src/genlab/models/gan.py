@@ -69,12 +69,6 @@ class GANConfig(ModelConfig):
     # AC-GAN (Odena et al. 2017), for conditional models: D also classifies real images (cross-entropy,
     # this weight), and G is trained to make its images classified as the class it was asked for.
     ac_weight: float = 0.0
-    # Self-conditioning without labels (after Liu et al. 2020, "Diverse image generation via self-conditioned
-    # GANs", who cluster D's features; here the images' pixels): online k-means assigns each real image to
-    # one of this many clusters, G and D are conditioned on the cluster as a conditional GAN is on a class,
-    # and a sample's cluster is drawn from the clusters' frequencies (a function of z, see generate).
-    # The model stays unconditional: it uses no labels. 0 = off.
-    pseudo_classes: int = 0
     lr_d: float = 2e-4
     lr_g: float = 1e-4
     beta1: float = 0.5
@@ -103,7 +97,6 @@ class GANConfig(ModelConfig):
         "d_minibatch_stddev": FLAG,
         "augment": Policy(tuple(AUGMENTATIONS)),
         "ac_weight": at_least(0),
-        "pseudo_classes": at_least(0, 1000),
         "lr_d": positive(),
         "lr_g": positive(),
         "beta1": fraction(high_open=True),
@@ -235,7 +228,6 @@ class GAN(GenerativeModel):
         "d_minibatch_stddev": "append the batch's feature std to D's features: a cheap anti-collapse signal",
         "augment": "DiffAugment ops for D's inputs, e.g. translation,cutout: D cannot memorize small data",
         "ac_weight": "conditional: weight of an auxiliary classifier on D (AC-GAN): G must make the class it is asked",
-        "pseudo_classes": "unconditional self-conditioning: condition G and D on k-means clusters of the images",
         "lr_d": "D's Adam learning rate (TTUR: a larger lr_d than lr_g)",
         "lr_g": "G's Adam learning rate",
         "beta1": "Adam beta1 (0.5 in DCGAN; 0 for hinge/wgan-gp)",
@@ -254,11 +246,6 @@ class GAN(GenerativeModel):
         super().__init__(config)
         _validate(config)
         self._pending_fake: tuple[Tensor, Tensor] | None = None
-        self._pending_clusters: tuple[Tensor, Tensor] | None = None
-        if config.pseudo_classes:  # online k-means state, saved with the weights so resume is exact
-            pixels = math.prod(config.image_shape)
-            self.register_buffer("cluster_centers", torch.zeros(config.pseudo_classes, pixels))
-            self.register_buffer("cluster_counts", torch.zeros(config.pseudo_classes))
         self.augment_policy = parse_policy(config.augment)
         self.generator = Generator(config)
         self.discriminator = Discriminator(config)
@@ -311,7 +298,6 @@ class GAN(GenerativeModel):
             "feature_matching": (c.feature_matching, "G's loss would read D's features of real images"),
             "r1_gamma": (c.r1_gamma > 0, "a gradient penalty needs per-example double backward"),
             "loss=wgan-gp": (c.loss == "wgan-gp", "a gradient penalty needs per-example double backward"),
-            "pseudo_classes": (c.pseudo_classes > 0, "its clusters are fitted to the data outside DP-SGD"),
             "historical_averaging": (
                 c.historical_averaging > 0,
                 "its penalty is on D's weights, not per example",
@@ -327,55 +313,7 @@ class GAN(GenerativeModel):
 
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = self.validate_labels(labels, z.shape[0])
-        if self.config.pseudo_classes:
-            labels = self._cluster_of_latent(z)
         return (self.generator(z, labels) + 1.0) / 2.0
-
-    def training_labels(self, batch: Batch) -> Tensor | None:
-        """The class labels of a conditional GAN; with pseudo_classes, each real image's k-means cluster.
-        The clusters are updated once per batch, in D's step (G's step on the same batch reuses them)."""
-        if not self.config.pseudo_classes:
-            return super().training_labels(batch)
-        pending, self._pending_clusters = self._pending_clusters, None
-        if pending is not None and pending[0] is batch.images:
-            return pending[1]
-        update = self.training and torch.is_grad_enabled()
-        clusters = self._assign_clusters(batch.images, update=update)
-        self._pending_clusters = (batch.images, clusters) if update else None
-        return clusters
-
-    @torch.no_grad()
-    def _assign_clusters(self, images: Tensor, update: bool) -> Tensor:
-        """Nearest cluster centre of each image (B,); with `update`, one online k-means step (Sculley 2010):
-        empty clusters are seeded with the batch's images farthest from the centres so far, then each
-        centre moves to the running mean of every image ever assigned to it (it settles as counts grow)."""
-        x = images.flatten(1).to(self.cluster_centers.dtype)  # (B, P)
-        centers, counts = self.cluster_centers, self.cluster_counts
-        if update:  # seed empty clusters farthest-first from the centres there are (the start of training)
-            live = (counts > 0).nonzero().flatten().tolist()
-            for k in (counts == 0).nonzero().flatten()[: x.shape[0]].tolist():
-                pick = int(torch.cdist(x, centers[live]).min(dim=1).values.argmax()) if live else 0
-                centers[k] = x[pick]  # the seed is its own nearest centre: it is counted just below
-                live.append(k)
-        clusters = torch.cdist(x, centers).argmin(dim=1)  # (B,)
-        if update:
-            members = F.one_hot(clusters, len(counts)).to(x.dtype)  # (B, K)
-            batch_counts = members.sum(dim=0)  # (K,)
-            counts += batch_counts
-            centers += (members.T @ x - batch_counts[:, None] * centers) / counts.clamp(min=1.0)[:, None]
-        return clusters
-
-    def _cluster_of_latent(self, z: Tensor) -> Tensor:
-        """The cluster of each code (N,), drawn with the clusters' training frequencies: u = Phi(z_0) is
-        uniform under the prior and picks the cluster whose cumulative share it falls in, so samples stay
-        a function of z alone (seeded, interpolable, exportable: comparisons only, no searchsorted)."""
-        counts = self.cluster_counts.clamp(min=0.0)
-        shares = (
-            counts / counts.sum() if float(counts.sum()) > 0 else torch.full_like(counts, 1 / len(counts))
-        )
-        bounds = torch.cumsum(shares, dim=0)[:-1]  # (K - 1,) upper edges of all but the last cluster
-        u = 0.5 * (1.0 + torch.erf(z[:, :1] / math.sqrt(2.0)))  # (N, 1) uniform in (0, 1)
-        return (u > bounds[None, :].to(u.dtype)).sum(dim=1)
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         real = batch.images
@@ -480,19 +418,12 @@ def _validate(config: GANConfig) -> None:
         )
     if config.label_smoothing and config.loss != "ns":
         raise ValueError(f"label_smoothing applies to loss 'ns' only, not {config.loss!r}")
-    if config.ac_weight > 0 and not (config.conditional or config.pseudo_classes):
+    if config.ac_weight > 0 and not config.conditional:
         raise ValueError(
-            "ac_weight needs classes to classify: set conditional=true (labels) or pseudo_classes=K (clusters)"
+            "ac_weight needs a conditional model (conditional=true): it classifies by the labels"
         )
-    if config.conditional and config.pseudo_classes:
-        raise ValueError("conditional=true and pseudo_classes are exclusive: labels or clusters, not both")
     if config.conditional and config.num_classes < 2:
         raise ValueError(f"a conditional GAN needs labelled data with >= 2 classes, got {config.num_classes}")
-
-
-def condition_classes(config: GANConfig) -> int:
-    """How many classes G and D are conditioned on: the data's (conditional), the clusters', or none."""
-    return config.num_classes if config.conditional else config.pseudo_classes
 
 
 class Generator(nn.Module):
@@ -501,7 +432,7 @@ class Generator(nn.Module):
     def __init__(self, config: GANConfig):
         super().__init__()
         self.image_shape = tuple(config.image_shape)
-        classes = condition_classes(config)
+        classes = config.num_classes if config.conditional else 0
         # A conv G with BatchNorm takes the class through conditional BatchNorm; otherwise a one-hot of
         # the class is concatenated to z (for the first linear layer the same as a learned embedding).
         self.conditional_norm = classes > 0 and config.arch == "conv" and config.g_batch_norm
@@ -561,11 +492,8 @@ class Discriminator(nn.Module):
         batch_layers, width = _minibatch_layers(config, width)
         self.batch_layers = nn.Sequential(*batch_layers)
         self.head = sn(nn.Linear(width, 1))
-        classes = condition_classes(config)
-        self.projection = sn(nn.Embedding(classes, width)) if classes else None
-        # No spectral norm on the class head: a 1-Lipschitz head caps the logits' scale, and the cross-entropy
-        # could never get confident (measured: it stalled near 0.9 nats).
-        self.classifier = nn.Linear(width, classes) if config.ac_weight > 0 else None
+        self.projection = sn(nn.Embedding(config.num_classes, width)) if config.conditional else None
+        self.classifier = sn(nn.Linear(width, config.num_classes)) if config.ac_weight > 0 else None
 
     def features(self, images: Tensor) -> Tensor:
         return self.batch_layers(self.body(images))  # (B, F)
