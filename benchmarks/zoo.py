@@ -86,10 +86,14 @@ ROWS: list[Row] = [
     row("feature-matching", "gan", "feature-matching", (DCGAN, "model.feature_matching=true")),
     row("historical-averaging", "gan", "historical-averaging", (DCGAN, "model.historical_averaging=1e-3")),
     row("label-smoothing", "gan", "label-smoothing", (DCGAN, "model.label_smoothing=0.1")),
+    row("diffaugment", "gan", "diffaugment", (DCGAN, "model.augment=translation,cutout")),
     row("minibatch-discrimination", "gan", "minibatch", ("default", "model.d_minibatch_kernels=50")),
     row("conditional-gan", "gan", "conditional", (DCGAN, "model.conditional=true")),
+    row("conditional-projection", "gan", "conditional-projection"),
     row("vae-default", "vae", "default"),
+    row("vae-mlp", "vae", "mlp"),  # the MLP default of before the conv nets
     row("conv-vae", "vae", "conv", ("default", "model.arch=conv")),
+    row("conv-vae-prior", "vae", ("conv", "model.sampler=prior")),  # the same VAE sampling its prior
     row(
         "cvae",
         "vae",
@@ -105,6 +109,7 @@ ROWS: list[Row] = [
         ("default", "model.kl_warmup_steps=2000", "model.free_bits=0.25"),
     ),
     row("ae-default", "ae", "default"),
+    row("ae-mlp", "ae", "mlp"),  # the MLP default of before the conv nets
     row("conv-ae", "ae", "conv", ("default", "model.arch=conv")),
 ]
 

@@ -14,8 +14,8 @@ from genlab.data import ImageDataset, load_dataset
 # an entry here: the contract test fails for any registered model without one.
 TINY_MODEL_ARGS = {
     "gan": {"latent_dim": 8, "g_hidden": (32,), "d_hidden": (32,)},
-    "vae": {"latent_dim": 4, "hidden": (32,)},
-    "ae": {"latent_dim": 4, "hidden": (32,), "gmm_components": 3},
+    "vae": {"arch": "mlp", "latent_dim": 4, "hidden": (32,), "sampler": "prior"},
+    "ae": {"arch": "mlp", "latent_dim": 4, "hidden": (32,), "gmm_components": 3},
 }
 
 
