@@ -38,3 +38,35 @@ def test_a_cvae_fits_its_mixture_to_codes_encoded_with_the_labels():
     expected = model.encode(images, labels)[0].detach().mean(0)
     torch.testing.assert_close(model.code_mixture.means[0], expected, atol=1e-5, rtol=0)
     assert model.sample(3, labels=torch.tensor([1, 2, 3])).shape == (3, *SHAPE)
+
+
+def test_a_cvae_samples_each_class_from_that_class_s_own_mixture():
+    torch.manual_seed(0)
+    model = build_model("vae", {**CONV, "conditional": True, "sampler": "gmm", "gmm_components": 1})
+    images, labels = torch.rand(30, *SHAPE), torch.tensor([0, 2] * 15)
+    model.fit_sampler(images, labels)
+    codes = model.encode(images, labels)[0].detach()
+    for k in (0, 2):
+        torch.testing.assert_close(
+            model.class_mixtures[k].means[0], codes[labels == k].mean(0), atol=1e-5, rtol=0
+        )
+    assert torch.equal(model.class_mixtures[1].means[0], torch.zeros(3))  # no images of class 1: N(0, I)
+    # sample() decodes class k from class k's mixture, in ascending class order from one generator
+    asked = torch.tensor([2, 0, 2])
+    drawn = model.sample(3, labels=asked, generator=torch.Generator().manual_seed(4))
+    generator = torch.Generator().manual_seed(4)
+    z = torch.empty(3, 3)
+    z[asked == 0] = model.class_mixtures[0].sample(1, generator)
+    z[asked == 2] = model.class_mixtures[2].sample(2, generator)
+    torch.testing.assert_close(drawn, model.generate(z, asked))
+    assert model.sample(4, generator=torch.Generator().manual_seed(1)).shape == (4, *SHAPE)  # labels drawn
+
+
+def test_a_mixture_fits_a_single_code():
+    from genlab.models.gmm import GaussianMixture
+
+    mixture = GaussianMixture(2, 3)
+    code = torch.tensor([[0.5, -1.0, 2.0]])
+    mixture.fit(code)  # a class with one training image: no covariance to estimate
+    torch.testing.assert_close(mixture.means, code.expand(2, 3))
+    assert torch.isfinite(mixture.sample(4, torch.Generator().manual_seed(0))).all()

@@ -19,7 +19,7 @@ from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..nn.mlp import ACTIVATIONS
 from ..registry import register_model
 from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
-from .gmm import GaussianMixture, fit_to_codes
+from .gmm import GaussianMixture, codes_of
 
 
 def reconstruction_loss(logits: Tensor, target: Tensor, kind: str) -> Tensor:
@@ -202,4 +202,4 @@ class Autoencoder(GenerativeModel):
 
     def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
         """Fit the mixture to the codes of (a spread of at most 10,000) training images."""
-        fit_to_codes(self.prior, self, lambda x, _: self.encode(x), images)
+        self.prior.fit(codes_of(self, lambda x, _: self.encode(x), images)[0])

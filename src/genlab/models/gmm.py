@@ -34,7 +34,8 @@ class GaussianMixture(nn.Module):
         k = self.means.shape[0]
         eye = torch.eye(d, dtype=x.dtype, device=x.device)
         means = self._init_means(x, k, torch.Generator().manual_seed(seed))
-        covariances = torch.cov(x.T).expand(k, d, d).clone() + reg * eye
+        spread = torch.cov(x.T) if n > 1 else x.new_zeros(d, d)  # one code (a rare class): no spread
+        covariances = spread.expand(k, d, d).clone() + reg * eye
         log_weights = torch.full((k,), -math.log(k), dtype=x.dtype, device=x.device)
         previous = -float("inf")
         for _ in range(iterations):
@@ -74,25 +75,25 @@ class GaussianMixture(nn.Module):
 
 
 @torch.no_grad()
-def fit_to_codes(
-    mixture: GaussianMixture,
+def codes_of(
     model: nn.Module,
     encode: Callable[[Tensor, Tensor | None], Tensor],
     images: Tensor,
     labels: Tensor | None = None,
-) -> None:
-    """Fit `mixture` to encode(images, labels) of at most SAMPLER_FIT_IMAGES evenly spaced training images,
-    with `model` in eval mode meanwhile (no dropout, running BatchNorm statistics)."""
+) -> tuple[Tensor, Tensor | None]:
+    """encode(images, labels) of at most SAMPLER_FIT_IMAGES evenly spaced training images, with `model` in
+    eval mode meanwhile (no dropout, running BatchNorm statistics): codes (N, d) and their labels (N,)."""
     was_training = model.training
     model.eval()
     if len(images) > SAMPLER_FIT_IMAGES:
         pick = torch.linspace(0, len(images) - 1, SAMPLER_FIT_IMAGES).long().to(images.device)
         images, labels = images[pick], None if labels is None else labels[pick]
-    chunks = [images[i : i + 1024] for i in range(0, len(images), 1024)]
-    label_chunks = [None if labels is None else labels[i : i + 1024] for i in range(0, len(images), 1024)]
-    codes = torch.cat([encode(chunk, chunk_labels) for chunk, chunk_labels in zip(chunks, label_chunks)])
+    starts = range(0, len(images), 1024)
+    codes = torch.cat(
+        [encode(images[i : i + 1024], None if labels is None else labels[i : i + 1024]) for i in starts]
+    )
     model.train(was_training)
-    mixture.fit(codes)
+    return codes, labels
 
 
 def _log_gaussian(x: Tensor, means: Tensor, scale_tril: Tensor) -> Tensor:

@@ -25,7 +25,7 @@ from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Sizes, at_least, pos
 from ..nn import ConvUpsampler, conv_encoder, mlp
 from ..registry import register_model
 from .base import ARCHS, Batch, GenerativeModel, ModelConfig, Preset, StepOutput
-from .gmm import GaussianMixture, fit_to_codes
+from .gmm import GaussianMixture, codes_of
 
 
 def gaussian_kl_per_dim(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -127,10 +127,20 @@ class VAE(GenerativeModel):
         "beta4": Preset(
             "beta-VAE with beta = 4: smoother latent space, blurrier images", model={"beta": 4.0}
         ),
+        # Measured: 100 epochs, prior sampling: the worst class (8) judged as asked 77%; with each class's
+        # codes drawn from its own 3-component mixture, 93.5%. 32 latent dims did worse (61%): more of
+        # the class leaks into the codes.
         "conditional": Preset(
-            "conditional VAE (CVAE): the class as a one-hot into the conv encoder and decoder",
-            model={"arch": "conv", "latent_dim": 8, "conditional": True},
-            train={"epochs": 30},
+            "conditional VAE (CVAE): the class as a one-hot into the conv encoder and decoder, 8 latent dims, "
+            "codes from a 3-component mixture per class, 100 epochs",
+            model={
+                "arch": "conv",
+                "latent_dim": 8,
+                "conditional": True,
+                "sampler": "gmm",
+                "gmm_components": 3,
+            },
+            train={"epochs": 100},
         ),
         "warmup": Preset(
             "KL warm-up over 2000 steps and 0.1 free nats per latent dim, 16 latent dims",
@@ -165,6 +175,11 @@ class VAE(GenerativeModel):
         self.encoder, self.decoder = coder_networks(config, 2 * config.latent_dim, "relu")
         if config.sampler == "gmm":
             self.code_mixture = GaussianMixture(config.gmm_components, config.latent_dim)
+            if config.conditional:  # and one per class: a CVAE's codes still differ by class (see sample)
+                self.class_mixtures = nn.ModuleList(
+                    GaussianMixture(config.gmm_components, config.latent_dim)
+                    for _ in range(config.num_classes)
+                )
         if config.kl_warmup_steps:  # steps taken, saved with the weights so a resumed ramp goes on exactly
             self.register_buffer("kl_step", torch.zeros((), dtype=torch.int64))
 
@@ -189,10 +204,42 @@ class VAE(GenerativeModel):
         return super().interpolate_latents(a, b, t)
 
     def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
-        """sampler=gmm: fit the mixture to the posterior means of (at most 10,000) training images."""
-        if self.config.sampler == "gmm":
-            labels = labels if self.is_conditional else None
-            fit_to_codes(self.code_mixture, self, lambda x, y: self.encode(x, y)[0], images, labels)
+        """sampler=gmm: fit the mixture to the posterior means of (at most 10,000) training images; a CVAE
+        also fits each class's mixture to the codes of that class's images (a class without images keeps
+        N(0, I))."""
+        if self.config.sampler != "gmm":
+            return
+        labels = labels if self.is_conditional else None
+        codes, labels = codes_of(self, lambda x, y: self.encode(x, y)[0], images, labels)
+        self.code_mixture.fit(codes)
+        if self.is_conditional:
+            for k, mixture in enumerate(self.class_mixtures):
+                if bool((labels == k).any()):
+                    mixture.fit(codes[labels == k])
+
+    @torch.no_grad()
+    def sample(
+        self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """As every model samples, except a CVAE with sampler=gmm: its codes come from the mixture of the
+        class asked for. The decoder sees the class, yet the codes still carry some of it (the encoder sees
+        the image), so a code typical of one class decoded as another blends the two. Measured on a CVAE
+        with 8 latent dims: the worst class's samples judged as asked went from 77% (prior) to 93.5%."""
+        if not (self.is_conditional and self.config.sampler == "gmm"):
+            return super().sample(n, labels=labels, generator=generator)
+        if labels is None:
+            labels = torch.randint(self.config.num_classes, (n,), generator=generator)
+        labels = self.validate_labels(labels, n)
+        was_training = self.training
+        self.eval()
+        try:
+            z = torch.empty(n, self.config.latent_dim, device=self.device)
+            for k in labels.unique().tolist():  # ascending: the same generator gives the same codes
+                rows = labels == k
+                z[rows] = self.class_mixtures[k].sample(int(rows.sum()), generator)
+            return self.generate(z, labels)
+        finally:
+            self.train(was_training)
 
     def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, C, H, W) in [0, 1] [+ labels (B,) for a CVAE] -> mu, logvar, each (B, latent_dim)."""
