@@ -51,7 +51,7 @@ EPSILONS = (0.0, 8.0, 3.0, 1.0)  # 0 = no DP
 # One budget per family, the same with and without DP. Smaller nets than the default presets: DP-SGD's
 # per-example gradients cost memory and time in proportion to the private weights.
 UTILITY_SETTINGS = {
-    "vae": ["--epochs", "4", "--batch-size", "64", "--set", "hidden=[256]", "--set", "latent_dim=8"],
+    "vae": ["--preset", "mlp", "--epochs", "4", "--batch-size", "64", "--set", "hidden=[256]", "--set", "latent_dim=8"],
     # D without the minibatch-stddev feature in every row (DP training would swap it for a constant), so
     # all rows share one architecture and the white-box attack scores each image alone.
     "gan": [
@@ -61,7 +61,7 @@ UTILITY_SETTINGS = {
 }  # fmt: skip
 # Many epochs on 1,800 digits: wider nets than above, so that without DP they can memorize.
 MEMORIZE_SETTINGS = {
-    "vae": ["--epochs", "60", "--batch-size", "64", "--set", "hidden=[512]", "--set", "latent_dim=16"],
+    "vae": ["--preset", "mlp", "--epochs", "60", "--batch-size", "64", "--set", "hidden=[512]", "--set", "latent_dim=16"],
     "gan": [
         "--epochs", "60", "--batch-size", "64", "--set", "d_hidden=[512,256]",
         "--set", "g_hidden=[128,256,512]", "--set", "d_minibatch_stddev=false",

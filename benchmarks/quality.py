@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--epochs", type=int, help="override the presets' epochs (e.g. 1000 to fill the budget)"
     )
+    parser.add_argument(
+        "--preset", default="default", help="the preset every family trains with (default: default)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed")
     parser.add_argument("--nll-k", type=int, default=100, dest="nll_k")
     parser.add_argument("--device", default="cpu")
@@ -87,7 +90,7 @@ def train_run(args, model: str, dataset: str, run_dir: Path) -> dict:
         shutil.rmtree(run_dir)
     if (run_dir / "config.json").is_file():
         return {"trained": False}
-    settings = {"model": model, "data": dataset, "seed": args.seed, "device": args.device}
+    settings = {"model": model, "preset": args.preset, "data": dataset, "seed": args.seed, "device": args.device}
     settings["time_limit_minutes"] = args.minutes
     if args.epochs:
         settings["epochs"] = args.epochs
@@ -138,7 +141,7 @@ def markdown(rows: list[dict], notes: list[str], args, command: str) -> str:
     lines = [
         "# genlab sample quality",
         "",
-        f"`{command}`: default presets, {args.minutes:g} training minutes a run at most, "
+        f"`{command}`: preset {args.preset}, {args.minutes:g} training minutes a run at most, "
         f"{args.n} samples per evaluation, seed {args.seed}, device {args.device}; "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads.",

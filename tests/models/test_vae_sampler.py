@@ -70,3 +70,11 @@ def test_a_mixture_fits_a_single_code():
     mixture.fit(code)  # a class with one training image: no covariance to estimate
     torch.testing.assert_close(mixture.means, code.expand(2, 3))
     assert torch.isfinite(mixture.sample(4, torch.Generator().manual_seed(0))).all()
+
+
+def test_only_the_gmm_sampler_counts_as_a_use_of_data_outside_dp():
+    from genlab.training.privacy import uncovered_data_uses
+
+    assert uncovered_data_uses(build_model("vae", CONV)) == []
+    notes = uncovered_data_uses(build_model("vae", {**CONV, "sampler": "gmm"}))
+    assert len(notes) == 1 and "sampler is fitted to training images" in notes[0]

@@ -164,6 +164,10 @@ class GenerativeModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def fits_sampler_to_data(self) -> bool:
+        """Whether fit_sampler learns from the training images (differential privacy does not cover it)."""
+        return type(self).fit_sampler is not GenerativeModel.fit_sampler
+
     def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
         """Called by the trainer after each epoch with the training images (and their labels, or None);
         models whose sampler is learned from data (the autoencoder's Gaussian mixture, a VAE's optional

@@ -203,6 +203,9 @@ class VAE(GenerativeModel):
             return torch.lerp(a, b, t[:, None])
         return super().interpolate_latents(a, b, t)
 
+    def fits_sampler_to_data(self) -> bool:
+        return self.config.sampler == "gmm"
+
     def fit_sampler(self, images: Tensor, labels: Tensor | None = None) -> None:
         """sampler=gmm: fit the mixture to the posterior means of (at most 10,000) training images; a CVAE
         also fits each class's mixture to the codes of that class's images (a class without images keeps

@@ -108,9 +108,7 @@ def _describe(module: nn.Module) -> str:
 
 def uncovered_data_uses(model: nn.Module) -> list[str]:
     """What a model does with training data outside DP-SGD, which epsilon therefore does not cover."""
-    from ..models.base import GenerativeModel
-
-    if type(model).fit_sampler is not GenerativeModel.fit_sampler:
+    if model.fits_sampler_to_data():
         return [
             f"{model.name}'s sampler is fitted to training images after each epoch without noise: "
             "epsilon covers the trained weights, not that fit (nor samples drawn from it)"
