@@ -90,7 +90,13 @@ def train_run(args, model: str, dataset: str, run_dir: Path) -> dict:
         shutil.rmtree(run_dir)
     if (run_dir / "config.json").is_file():
         return {"trained": False}
-    settings = {"model": model, "preset": args.preset, "data": dataset, "seed": args.seed, "device": args.device}
+    settings = {
+        "model": model,
+        "preset": args.preset,
+        "data": dataset,
+        "seed": args.seed,
+        "device": args.device,
+    }
     settings["time_limit_minutes"] = args.minutes
     if args.epochs:
         settings["epochs"] = args.epochs

@@ -78,3 +78,17 @@ def test_only_the_gmm_sampler_counts_as_a_use_of_data_outside_dp():
     assert uncovered_data_uses(build_model("vae", CONV)) == []
     notes = uncovered_data_uses(build_model("vae", {**CONV, "sampler": "gmm"}))
     assert len(notes) == 1 and "sampler is fitted to training images" in notes[0]
+
+
+def test_temperature_scales_the_sampled_codes_spread():
+    cold = build_model("vae", {**CONV, "temperature": 0.5})
+    torch.testing.assert_close(
+        cold.sample_latent(5, torch.Generator().manual_seed(0)),
+        0.5 * torch.randn(5, 3, generator=torch.Generator().manual_seed(0)),
+    )
+    model = build_model("vae", {**CONV, "sampler": "gmm", "gmm_components": 1, "temperature": 0.25})
+    model.fit_sampler(torch.rand(40, *SHAPE))
+    mixture = model.code_mixture
+    codes = model.sample_latent(4000, torch.Generator().manual_seed(0))
+    full = mixture.sample(4000, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(codes - mixture.means[0], 0.25 * (full - mixture.means[0]))

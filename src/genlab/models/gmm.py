@@ -65,11 +65,12 @@ class GaussianMixture(nn.Module):
             picks.append(int(torch.multinomial(distances / distances.sum(), 1, generator=generator)))
         return x[picks].clone()
 
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, d) codes; the randomness comes from `generator` on CPU so the same seed gives the same codes."""
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+        """(n, d) codes; the randomness comes from `generator` on CPU so the same seed gives the same codes.
+        `temperature` scales each component's spread (its standard deviations) around its mean."""
         weights = self.log_weights.exp().cpu()
         component = torch.multinomial(weights, n, replacement=True, generator=generator)  # (n,)
-        noise = torch.randn(n, self.means.shape[1], generator=generator).to(self.means)
+        noise = temperature * torch.randn(n, self.means.shape[1], generator=generator).to(self.means)
         component = component.to(self.means.device)
         return self.means[component] + torch.einsum("nij,nj->ni", self.scale_tril[component], noise)
 

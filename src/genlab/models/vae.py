@@ -82,6 +82,9 @@ class VAEConfig(ModelConfig):
     # Likelihoods (ELBO, NLL) stay those of the model with its N(0, I) prior.
     sampler: str = "prior"
     gmm_components: int = 10
+    # Sampling temperature: the codes' spread around the prior's (or each mixture component's) centre is
+    # scaled by this; < 1 trades variety for typical, cleaner images (as truncation does for GANs).
+    temperature: float = 1.0
     lr: float = 1e-3
     constraints: ClassVar[dict[str, Check]] = {
         **ModelConfig.constraints,
@@ -96,6 +99,7 @@ class VAEConfig(ModelConfig):
         "free_bits": at_least(0),
         "sampler": OneOf(("prior", "gmm")),
         "gmm_components": at_least(1, 1000),
+        "temperature": positive(),
         "lr": positive(),
     }
 
@@ -128,17 +132,18 @@ class VAE(GenerativeModel):
             "beta-VAE with beta = 4: smoother latent space, blurrier images", model={"beta": 4.0}
         ),
         # Measured: 100 epochs, prior sampling: the worst class (8) judged as asked 77%; with each class's
-        # codes drawn from its own 3-component mixture, 93.5%. 32 latent dims did worse (61%): more of
-        # the class leaks into the codes.
+        # codes drawn from its own 3-component mixture, 85-94% over two sets of seeds; at temperature 0.6,
+        # 96-98.5% (recognized 97-98%). 32 latent dims did worse (61%): more of the class leaks into codes.
         "conditional": Preset(
             "conditional VAE (CVAE): the class as a one-hot into the conv encoder and decoder, 8 latent dims, "
-            "codes from a 3-component mixture per class, 100 epochs",
+            "codes from a 3-component mixture per class sampled at temperature 0.6, 100 epochs",
             model={
                 "arch": "conv",
                 "latent_dim": 8,
                 "conditional": True,
                 "sampler": "gmm",
                 "gmm_components": 3,
+                "temperature": 0.6,
             },
             train={"epochs": 100},
         ),
@@ -163,6 +168,7 @@ class VAE(GenerativeModel):
         "free_bits": "nats per latent dim below which KL is not penalized: fights posterior collapse",
         "sampler": "prior (N(0, I)) or gmm (a mixture fitted to the training codes: no holes, sharper samples)",
         "gmm_components": "components of the sampler=gmm mixture",
+        "temperature": "scale of the sampled codes' spread: < 1 gives cleaner, more typical, less varied samples",
         "lr": "Adam learning rate",
     }
 
@@ -195,8 +201,8 @@ class VAE(GenerativeModel):
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         if self.config.sampler == "gmm":
-            return self.code_mixture.sample(n, generator)
-        return super().sample_latent(n, generator)
+            return self.code_mixture.sample(n, generator, self.config.temperature)
+        return self.config.temperature * super().sample_latent(n, generator)
 
     def interpolate_latents(self, a: Tensor, b: Tensor, t: Tensor) -> Tensor:
         if self.config.sampler == "gmm":  # the mixture's mass is not on a Gaussian shell
@@ -239,7 +245,7 @@ class VAE(GenerativeModel):
             z = torch.empty(n, self.config.latent_dim, device=self.device)
             for k in labels.unique().tolist():  # ascending: the same generator gives the same codes
                 rows = labels == k
-                z[rows] = self.class_mixtures[k].sample(int(rows.sum()), generator)
+                z[rows] = self.class_mixtures[k].sample(int(rows.sum()), generator, self.config.temperature)
             return self.generate(z, labels)
         finally:
             self.train(was_training)
