@@ -19,7 +19,7 @@ def tiny_sets(name: str) -> list[str]:
     sets = ["--set", "grid_size=4", "--set", "log_every=4"]
     for key, value in TINY_MODEL_ARGS[name].items():
         value = list(value) if isinstance(value, tuple) else value
-        sets += ["--set", f"model.{key}={json.dumps(value)}"]
+        sets += ["--set", f"model.{key}={value if isinstance(value, str) else json.dumps(value)}"]
     return sets
 
 

@@ -96,3 +96,16 @@ def test_cli_export_and_its_errors(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["export", str(runs["gan"]), "--out", str(tmp_path / "x")]) == 2
     assert "genlab[export]" in capsys.readouterr().err
+
+
+def test_a_vae_with_a_code_mixture_exports_it_with_its_temperature():
+    from genlab.export import latent_prior
+    from genlab.runs import build_model
+
+    settings = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": (1, 28, 28)}
+    prior = latent_prior(build_model("vae", {**settings, "temperature": 0.5}))
+    assert prior["kind"] == "standard normal" and prior["std"] == 0.5
+    model = build_model("vae", {**settings, "sampler": "gmm", "gmm_components": 2, "temperature": 0.7})
+    model.fit_sampler(torch.rand(20, 1, 28, 28))
+    prior = latent_prior(model)
+    assert np.allclose(prior["means"], model.code_mixture.means.numpy()) and prior["temperature"] == 0.7

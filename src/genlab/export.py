@@ -151,16 +151,20 @@ def export_onnx(run, out_dir: str | Path, opset: int = 18) -> list[Path]:
 
 
 def latent_prior(model: nn.Module) -> dict[str, Any]:
-    """How to draw z for the decoder: N(0, I), or the autoencoder's fitted Gaussian mixture."""
-    prior = getattr(model, "prior", None)
-    if prior is None:
-        return {"kind": "standard normal", "mean": 0.0, "std": 1.0, "dim": model.config.latent_dim}
+    """How to draw z for the decoder: N(0, I), or the fitted Gaussian mixture of the autoencoder (or of a
+    VAE with sampler=gmm), with the VAE's sampling temperature scaling eps. A CVAE's per-class mixtures
+    are not exported: the pooled one is, which follows the asked class less closely."""
+    mixture = getattr(model, "prior", None) or getattr(model, "code_mixture", None)
+    temperature = float(getattr(model.config, "temperature", 1.0))
+    if mixture is None:
+        return {"kind": "standard normal", "mean": 0.0, "std": temperature, "dim": model.config.latent_dim}
     return {
         "kind": "gaussian mixture: pick component k with probability exp(log_weights[k]), then "
-        "z = means[k] + scale_tril[k] @ eps with eps ~ N(0, I)",
-        "log_weights": prior.log_weights.tolist(),
-        "means": prior.means.tolist(),
-        "scale_tril": prior.scale_tril.tolist(),
+        "z = means[k] + scale_tril[k] @ (temperature * eps) with eps ~ N(0, I)",
+        "temperature": temperature,
+        "log_weights": mixture.log_weights.tolist(),
+        "means": mixture.means.tolist(),
+        "scale_tril": mixture.scale_tril.tolist(),
     }
 
 

@@ -32,7 +32,7 @@ TOLERANCE = 1e-5
 
 def tiny_args(npz: Path, out: Path, model: str = "ae", epochs: int = 1, *extra: str) -> list[str]:
     settings = {
-        "ae": ["model.hidden=[32]", "model.latent_dim=4", "model.gmm_components=3"],
+        "ae": ["model.arch=mlp", "model.hidden=[32]", "model.latent_dim=4", "model.gmm_components=3"],
         # BatchNorm in G and D: what SyncBatchNorm must keep identical on both ranks
         "gan": [
             "model.g_hidden=[32]",

@@ -57,7 +57,8 @@ def test_overwrite_replaces_the_run(tiny_runs, tmp_path):
     shutil.copytree(tiny_runs["vae"], run)
     (run / "notes.txt").write_text("mine")
     args = ["train", "--out", str(run), "--model", "ae", "--epochs", "1", "--batch-size", "64"]
-    args += ["--data", genlab.load(run).config.data, "--set", "model.hidden=[16]", "--set", "grid_size=4"]
+    args += ["--data", genlab.load(run).config.data, "--set", "model.arch=mlp", "--set", "model.hidden=[16]"]
+    args += ["--set", "grid_size=4"]
     assert main([*args, "--overwrite"]) == 0
     assert genlab.load(run).config.model == "ae"
     assert (run / "notes.txt").read_text() == "mine"  # only what training writes is replaced

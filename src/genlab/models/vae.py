@@ -76,9 +76,10 @@ class VAEConfig(ModelConfig):
     beta: float = 1.0
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
-    # Where samples' codes come from: the prior N(0, I), or a Gaussian mixture fitted after each epoch to the
-    # posterior means of the training images (ex-post density estimation, Ghosh et al. 2020; the second
-    # stage of Dai & Wipf 2019). The prior leaves "holes" the decoder never saw; the mixture does not.
+    # Where samples' codes come from: the prior N(0, I), or a Gaussian mixture fitted during training (on the
+    # trainer's refit schedule) to the posterior means of the training images (ex-post density estimation,
+    # Ghosh et al. 2020; the second stage of Dai & Wipf 2019). The prior leaves "holes" the decoder never
+    # saw; the mixture does not.
     # Likelihoods (ELBO, NLL) stay those of the model with its N(0, I) prior.
     sampler: str = "prior"
     gmm_components: int = 10
