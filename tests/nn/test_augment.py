@@ -84,7 +84,7 @@ def test_the_gan_discriminator_sees_augmented_real_and_fake_images_in_both_steps
     settings = {"arch": "conv", "latent_dim": 4, "g_width": 4, "d_width": 4, "augment": "cutout"}
     model = build_model("gan", {**settings, "image_shape": (1, 16, 16)})
     seen = []
-    model.discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    model.discriminator.body.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
     real = torch.ones(6, 1, 16, 16)  # bright everywhere: any -1 pixel is a cutout's fill
     for name in ("d", "g"):
         model.training_step(Batch(real), name)
@@ -93,6 +93,6 @@ def test_the_gan_discriminator_sees_augmented_real_and_fake_images_in_both_steps
         assert ((inputs == -1.0).flatten(1).sum(1) > 0).all()  # every image got its square
     plain = build_model("gan", {**settings, "augment": "", "image_shape": (1, 16, 16)})
     seen.clear()
-    plain.discriminator.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    plain.discriminator.body.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
     plain.training_step(Batch(real), "d")
     assert torch.equal(seen[0], real)
