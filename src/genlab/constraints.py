@@ -86,8 +86,13 @@ class Policy(Check):
 
     choices: tuple[str, ...]
 
+    @staticmethod
+    def names(value: Any) -> tuple[str, ...]:
+        """'a, b' -> ('a', 'b'); '' -> ()."""
+        return tuple(name.strip() for name in str(value).split(",") if name.strip())
+
     def problem(self, value: Any) -> str | None:
-        names = [name.strip() for name in str(value).split(",") if name.strip()]
+        names = self.names(value)
         if all(name in self.choices for name in names) and len(set(names)) == len(names):
             return None
         return f"must be '' or a comma-separated list of {', '.join(self.choices)}, each once"

@@ -95,15 +95,20 @@ def _ac_gan(weight: float):
     )
 
 
+def _step_and_its_fake(model, batch, step: str, seed: int):
+    """The loss of one training step from `seed`, and the G(z) that step drew (the same z, redrawn)."""
+    torch.manual_seed(seed)
+    loss = model.training_step(batch, step).loss
+    torch.manual_seed(seed)
+    return loss, model.generator(torch.randn(len(batch.images), model.config.latent_dim), batch.labels)
+
+
 def test_ac_gan_adds_the_weighted_cross_entropy_of_d_classifying_real_images():
     from genlab.models.base import Batch
 
     model = _ac_gan(0.5)
     real, labels = torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([0, 1, 2, 1])
-    torch.manual_seed(1)
-    loss = model.training_step(Batch(real, labels), "d").loss
-    torch.manual_seed(1)
-    fake = model.generator(torch.randn(4, 4), labels)
+    loss, fake = _step_and_its_fake(model, Batch(real, labels), "d", seed=1)
     d = model.discriminator
     adversarial = (
         torch.log1p(torch.exp(-d(real, labels))).mean() + torch.log1p(torch.exp(d(fake, labels))).mean()
@@ -118,10 +123,7 @@ def test_ac_gan_generator_is_pushed_to_the_class_it_was_asked_for():
 
     model = _ac_gan(2.0)
     real, labels = torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([2, 0, 1, 2])
-    torch.manual_seed(3)
-    loss = model.training_step(Batch(real, labels), "g").loss
-    torch.manual_seed(3)
-    fake = model.generator(torch.randn(4, 4), labels)
+    loss, fake = _step_and_its_fake(model, Batch(real, labels), "g", seed=3)
     d = model.discriminator
     adversarial = torch.log1p(torch.exp(-d(fake, labels))).mean()
     logits = d.classifier(d.features(fake))

@@ -405,20 +405,19 @@ class GAN(GenerativeModel):
         self.discriminator.requires_grad_(False)
         fake = self._augment(fake)
         try:
-            if c.feature_matching:
+            if c.feature_matching:  # real first, then fake: the order D's dropout draws its masks in
                 with torch.no_grad():
                     real_features = self.discriminator.features(self._augment(real))
-                loss = objectives.feature_matching_loss(real_features, self.discriminator.features(fake))
+            fake_features = self.discriminator.features(fake)  # one pass serves every G term below
+            if c.feature_matching:
+                loss = objectives.feature_matching_loss(real_features, fake_features)
+            elif c.loss == "ns":
+                loss = objectives.ns_generator_loss(self.discriminator.score(fake_features, labels))
             else:
-                fake_features = self.discriminator.features(fake)
-                scores = self.discriminator.score(fake_features, labels)
-                if c.loss == "ns":
-                    loss = objectives.ns_generator_loss(scores)
-                else:
-                    loss = objectives.critic_generator_loss(scores)
+                loss = objectives.critic_generator_loss(self.discriminator.score(fake_features, labels))
             if c.ac_weight > 0:
-                features = fake_features if not c.feature_matching else self.discriminator.features(fake)
-                loss = loss + c.ac_weight * F.cross_entropy(self.discriminator.classifier(features), labels)
+                classes = self.discriminator.classifier(fake_features)
+                loss = loss + c.ac_weight * F.cross_entropy(classes, labels)
         finally:
             self.discriminator.requires_grad_(True)
         if c.historical_averaging > 0:

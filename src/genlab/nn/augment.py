@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..constraints import Policy
+
 TRANSLATION_RATIO = 0.125  # shift by up to 1/8 of the side: 3 pixels on 28x28
 CUTOUT_RATIO = 0.5  # erase a square of half the side
 
@@ -60,7 +62,7 @@ OPS = {"color": color, "translation": translate, "cutout": cutout}
 
 def parse_policy(policy: str) -> tuple[str, ...]:
     """'translation,cutout' -> ('translation', 'cutout'); '' -> (). Unknown names raise ValueError."""
-    names = tuple(name.strip() for name in policy.split(",") if name.strip())
+    names = Policy.names(policy)
     unknown = [name for name in names if name not in OPS]
     if unknown:
         raise ValueError(
