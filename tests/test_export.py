@@ -109,3 +109,28 @@ def test_a_vae_with_a_code_mixture_exports_it_with_its_temperature():
     model.fit_sampler(torch.rand(20, 1, 28, 28))
     prior = latent_prior(model)
     assert np.allclose(prior["means"], model.code_mixture.means.numpy()) and prior["temperature"] == 0.7
+
+
+def test_a_cvae_exports_each_class_mixture():
+    from genlab.export import latent_prior
+    from genlab.runs import build_model
+
+    settings = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": (1, 28, 28)}
+    model = build_model(
+        "vae", {**settings, "conditional": True, "num_classes": 3, "sampler": "gmm", "gmm_components": 2}
+    )
+    labels = torch.arange(30) % 3
+    images = torch.rand(30, 1, 28, 28) * (1 + labels[:, None, None, None]) / 3  # classes differ in codes
+    model.fit_sampler(images, labels)
+    prior = latent_prior(model)
+    assert len(prior["per_class"]) == 3 and "per_class_use" in prior
+    for k, mixture in enumerate(model.class_mixtures):
+        exported = prior["per_class"][k]
+        assert np.allclose(exported["means"], mixture.means.numpy())
+        assert np.allclose(exported["scale_tril"], mixture.scale_tril.numpy())
+        assert np.allclose(exported["log_weights"], mixture.log_weights.numpy())
+    assert not np.allclose(prior["per_class"][0]["means"], prior["per_class"][2]["means"])
+    # a plain VAE mixture has no per-class part
+    plain = build_model("vae", {**settings, "sampler": "gmm", "gmm_components": 2})
+    plain.fit_sampler(images)
+    assert "per_class" not in latent_prior(plain)

@@ -152,16 +152,30 @@ def export_onnx(run, out_dir: str | Path, opset: int = 18) -> list[Path]:
 
 def latent_prior(model: nn.Module) -> dict[str, Any]:
     """How to draw z for the decoder: N(0, I), or the fitted Gaussian mixture of the autoencoder (or of a
-    VAE with sampler=gmm), with the VAE's sampling temperature scaling eps. A CVAE's per-class mixtures
-    are not exported: the pooled one is, which follows the asked class less closely."""
+    VAE with sampler=gmm), with the VAE's sampling temperature scaling eps. A CVAE with sampler=gmm also
+    gives one mixture per class under `per_class`: genlab draws the codes of class k from the k-th."""
     mixture = getattr(model, "prior", None) or getattr(model, "code_mixture", None)
     temperature = float(getattr(model.config, "temperature", 1.0))
     if mixture is None:
         return {"kind": "standard normal", "mean": 0.0, "std": temperature, "dim": model.config.latent_dim}
-    return {
+    prior = {
         "kind": "gaussian mixture: pick component k with probability exp(log_weights[k]), then "
         "z = means[k] + scale_tril[k] @ (temperature * eps) with eps ~ N(0, I)",
         "temperature": temperature,
+        **_mixture_arrays(mixture),
+    }
+    class_mixtures = getattr(model, "class_mixtures", None)
+    if class_mixtures is not None:
+        prior["per_class_use"] = (
+            "for a sample of class c draw z the same way from per_class[c]; the pooled mixture above "
+            "follows the asked class less closely"
+        )
+        prior["per_class"] = [_mixture_arrays(m) for m in class_mixtures]
+    return prior
+
+
+def _mixture_arrays(mixture: nn.Module) -> dict[str, list]:
+    return {
         "log_weights": mixture.log_weights.tolist(),
         "means": mixture.means.tolist(),
         "scale_tril": mixture.scale_tril.tolist(),
