@@ -12,7 +12,8 @@ import torch
 
 import genlab
 from genlab.cli import main
-from genlab.export import export_onnx
+from genlab.export import export_onnx, latent_prior
+from genlab.runs import build_model
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -98,26 +99,21 @@ def test_cli_export_and_its_errors(runs, tmp_path, capsys, monkeypatch):
     assert "genlab[export]" in capsys.readouterr().err
 
 
-def test_a_vae_with_a_code_mixture_exports_it_with_its_temperature():
-    from genlab.export import latent_prior
-    from genlab.runs import build_model
+TINY_CONV_VAE = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": (1, 28, 28)}
 
-    settings = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": (1, 28, 28)}
-    prior = latent_prior(build_model("vae", {**settings, "temperature": 0.5}))
+
+def test_a_vae_with_a_code_mixture_exports_it_with_its_temperature():
+    prior = latent_prior(build_model("vae", {**TINY_CONV_VAE, "temperature": 0.5}))
     assert prior["kind"] == "standard normal" and prior["std"] == 0.5
-    model = build_model("vae", {**settings, "sampler": "gmm", "gmm_components": 2, "temperature": 0.7})
+    model = build_model("vae", {**TINY_CONV_VAE, "sampler": "gmm", "gmm_components": 2, "temperature": 0.7})
     model.fit_sampler(torch.rand(20, 1, 28, 28))
     prior = latent_prior(model)
     assert np.allclose(prior["means"], model.code_mixture.means.numpy()) and prior["temperature"] == 0.7
 
 
 def test_a_cvae_exports_each_class_mixture():
-    from genlab.export import latent_prior
-    from genlab.runs import build_model
-
-    settings = {"arch": "conv", "latent_dim": 3, "conv_width": 4, "image_shape": (1, 28, 28)}
     model = build_model(
-        "vae", {**settings, "conditional": True, "num_classes": 3, "sampler": "gmm", "gmm_components": 2}
+        "vae", {**TINY_CONV_VAE, "conditional": True, "num_classes": 3, "sampler": "gmm", "gmm_components": 2}
     )
     labels = torch.arange(30) % 3
     images = torch.rand(30, 1, 28, 28) * (1 + labels[:, None, None, None]) / 3  # classes differ in codes
@@ -131,6 +127,6 @@ def test_a_cvae_exports_each_class_mixture():
         assert np.allclose(exported["log_weights"], mixture.log_weights.numpy())
     assert not np.allclose(prior["per_class"][0]["means"], prior["per_class"][2]["means"])
     # a plain VAE mixture has no per-class part
-    plain = build_model("vae", {**settings, "sampler": "gmm", "gmm_components": 2})
+    plain = build_model("vae", {**TINY_CONV_VAE, "sampler": "gmm", "gmm_components": 2})
     plain.fit_sampler(images)
     assert "per_class" not in latent_prior(plain)
