@@ -92,6 +92,13 @@ class GenerativeModel(nn.Module):
         """Draw (n, latent_dim) codes from the model's prior, on CPU from `generator` for reproducibility."""
         return torch.randn(n, self.config.latent_dim, generator=generator).to(self.device)
 
+    def refine_latent(
+        self, z: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """`sample`'s last say on its codes (for these labels, if conditional) before they are decoded
+        (a GAN's D-driven refinement); noise comes from `generator`. Default: the codes as drawn."""
+        return z
+
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Map latent codes (and, for a conditional model, class labels (N,)) to images (N, C, H, W) in
         [0, 1]."""
@@ -157,10 +164,10 @@ class GenerativeModel(nn.Module):
         try:
             z = self.sample_latent(n, generator)
             if not self.is_conditional:
-                return self.generate(z)
+                return self.generate(self.refine_latent(z, None, generator))
             if labels is None:
                 labels = torch.randint(self.config.num_classes, (n,), generator=generator).to(self.device)
-            return self.generate(z, labels)
+            return self.generate(self.refine_latent(z, labels, generator), labels)
         finally:
             self.train(was_training)
 

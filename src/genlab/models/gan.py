@@ -73,6 +73,14 @@ class GANConfig(ModelConfig):
     lr_g: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
+    # Sampling only (the weights do not change): D-driven Langevin refinement of the codes (DDLS, Che et
+    # al. 2020, with D's term weighted). Each of `refine_steps` moves z down the energy
+    # E(z) = |z|^2 / 2 - refine_d_weight * d(G(z)), d = D's logit: z -= step/2 * grad E + sqrt(step) * noise.
+    # Small steps keep each z near where it started (so the classes keep G's shares) while D pulls the
+    # image towards what it judges real. 0 steps = plain G(z).
+    refine_steps: int = 0
+    refine_step_size: float = 1e-3
+    refine_d_weight: float = 64.0
     constraints: ClassVar[dict[str, Check]] = {
         **ModelConfig.constraints,
         "arch": OneOf(ARCHS),
@@ -101,6 +109,9 @@ class GANConfig(ModelConfig):
         "lr_g": positive(),
         "beta1": fraction(high_open=True),
         "beta2": fraction(high_open=True),
+        "refine_steps": at_least(0, 10_000),
+        "refine_step_size": positive(high=1.0),
+        "refine_d_weight": positive(high=1e6),
     }
 
 
@@ -114,6 +125,7 @@ _DCGAN = {
     "lr_g": 2e-4,
 }
 _SN_CONV = {**_DCGAN, "d_batch_norm": False, "d_spectral_norm": True}
+REFINE_CHUNK = 1024  # codes refined together (D's minibatch-stddev feature couples a chunk)
 _FAST_TRAIN = {"batch_size": 64, "epochs": 30, "ema_decay": 0.999}  # conv nets: ~8 s an epoch on 2 cores
 
 _MLP_DEFAULT = Preset(
@@ -136,7 +148,16 @@ PRESETS: dict[str, Preset] = {
     # Measured with benchmarks/sample_quality.py (see benchmarks/README.md): on mnist-5k with a few CPU
     # minutes the article's recipe collapses onto a few classes; BatchNorm in G, Adam 2e-4 for both nets,
     # a minibatch-stddev feature in D and an EMA of the weights give all ten digits in similar shares.
-    "default": _MLP_DEFAULT,
+    # Measured (scratch runs, the same judge): D-driven refinement of the codes lifts the MLP default's
+    # samples from 62.8% to 88.2% recognized at 100 epochs (200 steps: 91.5%; D weight 128: 90.2%), and
+    # from 68.2% to 89.3% at 650 epochs, with the classes within 6.5-13.9% and 7.5-12.9%; the weights are
+    # the MLP default's, only sampling changes (about 100 G+D passes per sample).
+    "default": Preset(
+        "the MLP default's training, sampled with 100 D-driven Langevin steps on z (DDLS, Che et al. "
+        "2020; D's logit weighted 64): sharper digits in the same class shares",
+        model={**_MLP_DEFAULT.model, "refine_steps": 100},
+        train=_MLP_DEFAULT.train,
+    ),
     "mlp": _MLP_DEFAULT,
     # Measured: 12 epochs (100 s) -> 25.5% of samples recognized, rarest class 0.5%; not yet better than the
     # MLP default (59.9% in 80 epochs), so the default stays the MLP recipe until a longer run says otherwise.
@@ -249,6 +270,9 @@ class GAN(GenerativeModel):
         "lr_g": "G's Adam learning rate",
         "beta1": "Adam beta1 (0.5 in DCGAN; 0 for hinge/wgan-gp)",
         "beta2": "Adam beta2 (0.999; 0.9 for wgan-gp)",
+        "refine_steps": "sampling: D-driven Langevin steps on z (DDLS): sharper, recognizable samples; 0 = plain G(z)",
+        "refine_step_size": "sampling: Langevin step size of the refinement (small: each z stays near its draw)",
+        "refine_d_weight": "sampling: weight of D's logit against the N(0, I) prior in the refinement's energy",
     }
     presets: ClassVar[dict[str, Preset]] = PRESETS
     # The speed lever of one G forward per step (see training_step); False is the reference two-forward
@@ -331,6 +355,32 @@ class GAN(GenerativeModel):
     def generate(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         labels = self.validate_labels(labels, z.shape[0])
         return (self.generator(z, labels) + 1.0) / 2.0
+
+    def refine_latent(
+        self, z: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """refine_steps of D-driven Langevin dynamics on sample's codes (see GANConfig.refine_steps), in
+        chunks: D's minibatch features see a chunk as they saw a batch of fakes in training."""
+        if self.config.refine_steps == 0 or len(z) == 0:
+            return z
+        label_chunks = (
+            labels.split(REFINE_CHUNK) if labels is not None else [None] * len(z.split(REFINE_CHUNK))
+        )
+        return torch.cat(
+            [self._refine(c, y, generator) for c, y in zip(z.split(REFINE_CHUNK), label_chunks, strict=True)]
+        )
+
+    def _refine(self, z: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        c = self.config
+        with torch.enable_grad():
+            for _ in range(c.refine_steps):
+                z = z.detach().requires_grad_(True)
+                score = self.discriminator(self.generator(z, labels), labels)
+                energy = 0.5 * z.pow(2).sum() - c.refine_d_weight * score.sum()
+                (grad,) = torch.autograd.grad(energy, z)  # the weights get no gradient
+                noise = torch.randn(z.shape, generator=generator).to(z.device)
+                z = z - 0.5 * c.refine_step_size * grad + math.sqrt(c.refine_step_size) * noise
+        return z.detach()
 
     def training_step(self, batch: Batch, optimizer_name: str) -> StepOutput:
         real = batch.images
