@@ -130,3 +130,10 @@ def test_a_cvae_exports_each_class_mixture():
     plain = build_model("vae", {**TINY_CONV_VAE, "sampler": "gmm", "gmm_components": 2})
     plain.fit_sampler(images)
     assert "per_class" not in latent_prior(plain)
+
+
+def test_a_gan_that_refines_its_samples_says_the_graph_does_not():
+    tiny = {"image_shape": (1, 8, 8), "latent_dim": 3, "g_hidden": (8,), "d_hidden": (8,)}
+    assert "refinement_not_exported" not in latent_prior(build_model("gan", tiny))
+    prior = latent_prior(build_model("gan", {**tiny, "refine_steps": 7}))
+    assert "7 Langevin steps" in prior["refinement_not_exported"] and prior["kind"] == "standard normal"

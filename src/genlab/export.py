@@ -150,6 +150,20 @@ def export_onnx(run, out_dir: str | Path, opset: int = 18) -> list[Path]:
     return written
 
 
+def _refinement(model: nn.Module) -> dict[str, Any]:
+    """A GAN whose sample refines its codes with D (refine_steps) says so: the graphs do not do it."""
+    c = model.config
+    if getattr(c, "refine_steps", 0) == 0:
+        return {}
+    return {
+        "refinement_not_exported": (
+            f"genlab's sample moves each z by {c.refine_steps} Langevin steps (step {c.refine_step_size:g}) "
+            f"down |z|^2/2 - {c.refine_d_weight:g} * D's logit of G(z); D is not exported, so the generator "
+            "graph gives the unrefined samples of these codes"
+        )
+    }
+
+
 def latent_prior(model: nn.Module) -> dict[str, Any]:
     """How to draw z for the decoder: N(0, I), or the fitted Gaussian mixture of the autoencoder (or of a
     VAE with sampler=gmm), with the VAE's sampling temperature scaling eps. A CVAE with sampler=gmm also
@@ -157,7 +171,8 @@ def latent_prior(model: nn.Module) -> dict[str, Any]:
     mixture = getattr(model, "prior", None) or getattr(model, "code_mixture", None)
     temperature = float(getattr(model.config, "temperature", 1.0))
     if mixture is None:
-        return {"kind": "standard normal", "mean": 0.0, "std": temperature, "dim": model.config.latent_dim}
+        prior = {"kind": "standard normal", "mean": 0.0, "std": temperature, "dim": model.config.latent_dim}
+        return {**prior, **_refinement(model)}
     prior = {
         "kind": "gaussian mixture: pick component k with probability exp(log_weights[k]), then "
         "z = means[k] + scale_tril[k] @ (temperature * eps) with eps ~ N(0, I)",
