@@ -154,7 +154,7 @@ PRESETS: dict[str, Preset] = {
     # the MLP default's, only sampling changes (about 100 G+D passes per sample).
     "default": Preset(
         "the MLP default's training, sampled with 100 D-driven Langevin steps on z (DDLS, Che et al. "
-        "2020; D's logit weighted 64): sharper digits in the same class shares",
+        "2020; D's logit weighted 64): sharper digits, the classes in about G's shares",
         model={**_MLP_DEFAULT.model, "refine_steps": 100},
         train=_MLP_DEFAULT.train,
     ),
