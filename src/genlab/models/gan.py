@@ -363,12 +363,11 @@ class GAN(GenerativeModel):
         chunks: D's minibatch features see a chunk as they saw a batch of fakes in training."""
         if self.config.refine_steps == 0 or len(z) == 0:
             return z
-        label_chunks = (
-            labels.split(REFINE_CHUNK) if labels is not None else [None] * len(z.split(REFINE_CHUNK))
-        )
-        return torch.cat(
-            [self._refine(c, y, generator) for c, y in zip(z.split(REFINE_CHUNK), label_chunks, strict=True)]
-        )
+        chunks = []
+        for i in range(0, len(z), REFINE_CHUNK):
+            chunk_labels = None if labels is None else labels[i : i + REFINE_CHUNK]
+            chunks.append(self._refine(z[i : i + REFINE_CHUNK], chunk_labels, generator))
+        return torch.cat(chunks)
 
     def _refine(self, z: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Tensor:
         c = self.config
