@@ -44,6 +44,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm per optimizer step; 0 disables
     log_every: int = 25  # steps between metrics.jsonl records (and NaN checks)
     grid_size: int = 64  # images in the fixed-noise grid written every epoch
+    # epochs between those grids (the last epoch always gets one): long runs of a model whose sampling is
+    # costly (a refining GAN: ~50 G+D passes per image) would otherwise spend a large share of their time on grids
+    grid_every: int = 1
     keep_checkpoints: int = 2  # the newest N checkpoints are kept; the last good one always is
     time_limit_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this much training; 0 = none
     eval_every: int = 0  # epochs between quick evals (classifier FID etc.) in metrics.jsonl; 0 = off
@@ -63,6 +66,7 @@ class TrainConfig:
         "grad_clip": at_least(0),
         "log_every": at_least(1),
         "grid_size": at_least(1, 1024),
+        "grid_every": at_least(1, 1_000_000),
         "keep_checkpoints": at_least(1),
         "time_limit_minutes": at_least(0),
         "eval_every": at_least(0),

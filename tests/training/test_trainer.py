@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import genlab
 from genlab.errors import ConfigError, TrainingError
@@ -52,6 +54,18 @@ def test_same_seed_same_losses(tmp_path, mnist_small):
     assert losses(tmp_path / "one") == losses(tmp_path / "two")
     Trainer(tiny_config(seed=6), tmp_path / "three", dataset=mnist_small).fit()
     assert losses(tmp_path / "three") != losses(tmp_path / "one")
+
+
+def test_grid_every_skips_grids_but_not_the_last_and_trains_the_same(tmp_path, mnist_small):
+    Trainer(tiny_config(epochs=3, seed=2), tmp_path / "every", dataset=mnist_small).fit()
+    Trainer(tiny_config(epochs=3, seed=2, grid_every=2), tmp_path / "sparse", dataset=mnist_small).fit()
+    every = sorted(p.name for p in (tmp_path / "every" / "samples").iterdir())
+    sparse = sorted(p.name for p in (tmp_path / "sparse" / "samples").iterdir())
+    assert every == ["epoch-0001.png", "epoch-0002.png", "epoch-0003.png"]
+    assert sparse == ["epoch-0002.png", "epoch-0003.png"]  # every 2nd epoch, and the last
+    last = [np.asarray(Image.open(tmp_path / run / "samples.png")) for run in ("every", "sparse")]
+    assert np.array_equal(*last)  # the same pixels (the provenance text differs: it names the settings)
+    assert_same_weights(final_weights(tmp_path / "every"), final_weights(tmp_path / "sparse"))
 
 
 @pytest.mark.parametrize("name", ["gan", "vae", "ae"])

@@ -120,6 +120,7 @@ RESUMABLE_SETTINGS = (
     "device",
     "log_every",
     "eval_every",
+    "grid_every",
     "keep_checkpoints",
     "compile",
 )

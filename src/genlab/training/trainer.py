@@ -409,10 +409,11 @@ class Trainer:
         eval_due = every and self.state.epoch == epoch + 1 and (epoch + 1) % every == 0  # completed epochs
         if final or eval_due or _sampler_refit_due(epoch + 1):  # only the weights that sample need it
             sampler.fit_sampler(self.images, self.labels)
-        grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
-        origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
-        viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)
-        viz.save_grid(grid, self.run_dir / "samples.png", provenance=origin)
+        if final or (epoch + 1) % self.config.grid_every == 0:
+            grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
+            origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
+            viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)
+            viz.save_grid(grid, self.run_dir / "samples.png", provenance=origin)
         if eval_due:
             self._quick_eval(sampler)
         if final or time.perf_counter() - self._last_plot > PLOT_EVERY_SECONDS:
