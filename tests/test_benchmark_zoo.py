@@ -60,5 +60,9 @@ def test_table_and_targets_render(zoo) -> None:
     assert "n/a" in lines[-1]  # no judge on Fashion-MNIST
     checks = zoo.targets(records)
     assert checks[0].startswith("- PASS: best unconditional GAN (dcgan): 92.0%")
-    assert checks[2].startswith("- PASS: its FID 9.00 vs the MLP default's 30.00")
+    assert checks[2].startswith("- PASS: its FID 9.00 vs gan-mlp's 30.00")
     assert any(line.startswith("- n/a : cvae") for line in checks)
+    # the issue-time default given the same 10 minutes is the yardstick where it ran
+    issue_default = {**ok, "dataset": "mnist-5k", "row": "gan-issue-default-10min", "fid": 24.0}
+    checks = zoo.targets([*records, issue_default])
+    assert checks[2].startswith("- FAIL: its FID 9.00 vs gan-issue-default-10min's 24.00")

@@ -89,6 +89,8 @@ def for_run(
         record["seed"] = int(seed)
     if label is not None:
         record["label"] = label if isinstance(label, str) else int(label)
+    if getattr(run, "sampling_overrides", None):
+        record["sampling"] = dict(run.sampling_overrides)
     return record
 
 

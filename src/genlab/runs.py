@@ -83,6 +83,24 @@ class Run:
         self.model = model  # the EMA weights when the run kept them
         self.checkpoint = checkpoint
         self.state = state  # state.json of the checkpoint: step, epoch, ...
+        self.sampling_overrides: dict[str, Any] = {}  # what with_sampling changed from the saved config
+
+    def with_sampling(self, **settings: Any) -> Run:
+        """Change sampling-only settings of the loaded model (its `sampling_settings`, e.g. a GAN's
+        `refine_steps=0` for plain G(z)), checked like `--set`; the weights stay. Returns self."""
+        model_class = type(self.model)
+        allowed = model_class.sampling_settings
+        unknown = [key for key in settings if key not in allowed]
+        if unknown:
+            choices = ", ".join(allowed) if allowed else "none"
+            raise ConfigError(
+                f"{unknown[0]!r} is not a sampling setting of model {self.model.name!r} (its sampling "
+                f"settings: {choices})"
+            )
+        values = {**dataclasses.asdict(self.model.config), **settings}
+        self.model.config = model_class.make_config(values)
+        self.sampling_overrides.update({key: getattr(self.model.config, key) for key in settings})
+        return self
 
     def sample(self, n: int, seed: int = 0, labels: torch.Tensor | None = None) -> torch.Tensor:
         """n images (N, C, H, W) in [0, 1]; the same seed gives the same images."""

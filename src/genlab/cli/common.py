@@ -88,3 +88,25 @@ def test_split(run, data: str | None, split: str) -> tuple[torch.Tensor, torch.T
     if tuple(dataset.image_shape) != expected:
         raise ConfigError(f"dataset images are {tuple(dataset.image_shape)} but the model takes {expected}")
     return dataset.images.float() / 255.0, dataset.labels
+
+
+def add_sampling_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sampling",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a sampling-only setting of the model, e.g. refine_steps=0 (a GAN's plain G(z)) or "
+        "temperature=0.8 (a VAE); repeatable; `genlab models NAME` lists them",
+    )
+
+
+def apply_sampling(run, pairs: list[str]):
+    """The run with its `--sampling key=value` settings applied (ConfigError, exit 2, for a bad one)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--sampling expects key=value, got {pair!r}")
+        overrides[key.strip()] = value.strip()
+    return run.with_sampling(**overrides) if overrides else run

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from .common import device, device_name, int_in, positive_int, seed_int
+from .common import add_sampling_option, apply_sampling, device, device_name, int_in, positive_int, seed_int
 
 MAX_EVAL_SAMPLES = 200_000  # held in memory with their features; 10,000 is the usual FID size
 
@@ -42,6 +42,7 @@ def register(commands) -> None:
     evaluate.add_argument("--device", type=device_name, default="auto")
     evaluate.add_argument("--out", help="folder for eval.json, eval.md and PNGs (default: the run dir)")
     evaluate.add_argument("--json", action="store_true", help="print eval.json instead of the table")
+    add_sampling_option(evaluate)
 
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -70,7 +71,7 @@ def cmd_eval(args) -> int:
         raise ConfigError(f"unknown extractor {args.extractor!r}; choose one of: {', '.join(EXTRACTORS)}")
     metrics = [m.strip() for item in args.metrics or [] for m in item.split(",") if m.strip()] or None
     torch_device = device(args.device)
-    run = load(args.run_dir, device=torch_device)
+    run = apply_sampling(load(args.run_dir, device=torch_device), args.sampling)
     result = evaluate_run(
         run,
         n=args.n,

@@ -10,7 +10,15 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .common import device, device_name, positive_int, seed_int, test_split
+from .common import (
+    add_sampling_option,
+    apply_sampling,
+    device,
+    device_name,
+    positive_int,
+    seed_int,
+    test_split,
+)
 from .trust import add_signing_options, signer_from_args
 
 
@@ -30,6 +38,7 @@ def register(commands) -> None:
         help="conditional models: N samples of every class, a row each",
     )
     sample.add_argument("--device", type=device_name, default="cpu")
+    add_sampling_option(sample)
     add_signing_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
@@ -81,7 +90,7 @@ def cmd_sample(args) -> int:
         raise ConfigError("--sign-cert/--sign-key sign PNG files: use an --out ending in .png")
     if out.suffix.lower() == ".png" and args.n is not None:
         check_grid_size(args.n, f"sample --n {args.n}", "write an .npz (streamed in chunks) instead")
-    run = load(args.run_dir, device=device(args.device))
+    run = apply_sampling(load(args.run_dir, device=device(args.device)), args.sampling)
     n, nrow, label = args.n or 64, None, None
     labels_of: Callable[[int, int], torch.Tensor] | None = None  # (start, count) -> labels of those samples
     if args.label is not None:

@@ -174,6 +174,7 @@ def evaluate_run(
         "preset": run.config.preset,
         "checkpoint": run.checkpoint.name,
         "step": run.state.get("step"),
+        "sampling": dict(getattr(run, "sampling_overrides", {})),  # --sampling settings, {} = as trained
         "privacy": run.privacy(),  # the DP accountant's summary (epsilon spent...), None without DP
         "dataset": name,
         "n_samples": n,

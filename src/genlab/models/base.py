@@ -66,6 +66,9 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str] = ""  # set by @register_model
     presets: ClassVar[dict[str, Preset]] = {}
     setting_help: ClassVar[dict[str, str]] = {}  # Config field -> one line on why to change it
+    # Config fields that only change how a trained model samples (not its weights): `genlab sample` and
+    # `genlab eval` take them as `--sampling key=value`, and `Run.with_sampling` in the API.
+    sampling_settings: ClassVar[tuple[str, ...]] = ()
     input_range: ClassVar[InputRange] = "unit"  # tanh models see data in [-1, 1], unit models in [0, 1]
 
     def __init__(self, config: ModelConfig):

@@ -286,6 +286,7 @@ class GAN(GenerativeModel):
         "refine_d_weight": "sampling: weight of D's logit against the N(0, I) prior in the refinement's energy",
     }
     presets: ClassVar[dict[str, Preset]] = PRESETS
+    sampling_settings: ClassVar[tuple[str, ...]] = ("refine_steps", "refine_step_size", "refine_d_weight")
     # The speed lever of one G forward per step (see training_step); False is the reference two-forward
     # step (a fresh z for the G update), kept for the equivalence test and benchmarks/speed.py's lever table.
     share_fake_batch: ClassVar[bool] = True

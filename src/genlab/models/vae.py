@@ -116,6 +116,7 @@ _CONV = Preset(
 @register_model("vae")
 class VAE(GenerativeModel):
     Config = VAEConfig
+    sampling_settings: ClassVar[tuple[str, ...]] = ("temperature",)
     input_range = "unit"
     presets: ClassVar[dict[str, Preset]] = {
         # Measured on mnist-5k (judge of benchmarks/sample_quality.py): a conv VAE with 32 latent dims

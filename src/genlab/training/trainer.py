@@ -411,7 +411,9 @@ class Trainer:
             sampler.fit_sampler(self.images, self.labels)
         if final or (epoch + 1) % self.config.grid_every == 0:
             grid = sampler.sample(self.config.grid_size, generator=torch.Generator().manual_seed(GRID_SEED))
-            origin = provenance.for_config(self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}")
+            origin = provenance.for_config(
+                self.config, self.run_dir, kind=f"training grid, epoch {epoch + 1}"
+            )
             viz.save_grid(grid, self.run_dir / "samples" / f"epoch-{epoch + 1:04d}.png", provenance=origin)
             viz.save_grid(grid, self.run_dir / "samples.png", provenance=origin)
         if eval_due:
