@@ -95,4 +95,6 @@ def test_the_default_preset_refines_and_the_mlp_preset_does_not():
 
     assert PRESETS["default"].model["refine_steps"] > 0
     assert PRESETS["mlp"].model.get("refine_steps", 0) == 0
-    assert PRESETS["default"].train == PRESETS["mlp"].train  # the same training: only sampling differs
+    # the same training: only sampling differs (and so how often the refined grids are drawn)
+    assert {**PRESETS["default"].train, "grid_every": 1} == {**PRESETS["mlp"].train, "grid_every": 1}
+    assert PRESETS["long"].model["refine_steps"] > 0 and PRESETS["long"].train["grid_every"] > 1

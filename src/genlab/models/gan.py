@@ -156,14 +156,17 @@ PRESETS: dict[str, Preset] = {
         "the MLP default's training, sampled with 100 D-driven Langevin steps on z (DDLS, Che et al. "
         "2020; D's logit weighted 64): sharper digits, the classes in about G's shares",
         model={**_MLP_DEFAULT.model, "refine_steps": 100},
-        train=_MLP_DEFAULT.train,
+        # a refined grid of 64 costs 0.72 s on 2 cores: every epoch, 72 s on top of ~165 s of training
+        train={**_MLP_DEFAULT.train, "grid_every": 5},
     ),
     "mlp": _MLP_DEFAULT,
-    # Measured on mnist-5k (scratch run, 650 epochs in 600 s on 2 cores AMD EPYC, the judge of
-    # benchmarks/sample_quality.py, 2,000 samples): plain G(z) 70.3% recognized, classes 8.1-15.0%, FID 17.7;
-    # refined 50 steps 92.6%, classes 7.7-12.8%, FID 28.4; 100 steps 95.2%, classes 7.5-13.2%, FID 36.2. The
-    # quick evals' FID fell from 97 at epoch 150 to 10-13 at epochs 450-600. Four times the batch and twice
-    # the step give the MLP nets twice the epochs of batch 64 in the same time, and steadier D/G updates.
+    # Measured on mnist-5k (benchmarks/zoo.py rows gan-long and gan-long-plain, 2026-12-07, 2 cores AMD
+    # EPYC, 2,000 samples, the judge of benchmarks/sample_quality.py): 600 epochs in 535 s; refined, 92.9%
+    # recognized, classes 7.9-12.5%, FID 35.6 (seed 1: 93.2%, 8.2-12.6%, FID 24.0); the same weights
+    # sampled plainly 73.0%, FID 20.3. Scratch run (650 epochs): 100 steps gave 95.2% with "1" at 13.2%,
+    # 50 steps 92.6% with the classes within 7.7-12.8%, hence 50. Four times the batch and twice the step
+    # give the MLP nets about twice the epochs of batch 64 in the same time (the small nets are
+    # overhead-bound at batch 64); the quick evals' FID fell from 97 at epoch 150 to 10-13 at 450-600.
     "long": Preset(
         "the 10-minute recipe: the MLP default's nets with batch 256, Adam 4e-4 for both, 600 epochs (about "
         "10 CPU minutes), sampled with 50 D-driven Langevin steps: over 90% of digits recognized",
