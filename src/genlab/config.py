@@ -127,13 +127,14 @@ def absolute_data_path(data: str) -> str:
     return str(path.resolve()) if path.exists() else data
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, str]:
-    """['a=1', 'model.b=x'] -> {'a': '1', 'model.b': 'x'}, with a clear error for a missing '='."""
+def parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, str]:
+    """['a=1', 'model.b=x'] -> {'a': '1', 'model.b': 'x'}, with a clear error (naming the command-line
+    option the pairs came from) for a missing '='."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"{option} expects key=value, got {pair!r}")
         overrides[key.strip()] = value.strip()
     return overrides
 

@@ -103,10 +103,7 @@ def add_sampling_option(parser: argparse.ArgumentParser) -> None:
 
 def apply_sampling(run, pairs: list[str]):
     """The run with its `--sampling key=value` settings applied (ConfigError, exit 2, for a bad one)."""
-    overrides = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--sampling expects key=value, got {pair!r}")
-        overrides[key.strip()] = value.strip()
+    from ..config import parse_overrides
+
+    overrides = parse_overrides(pairs, option="--sampling")
     return run.with_sampling(**overrides) if overrides else run
