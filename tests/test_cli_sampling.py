@@ -79,6 +79,15 @@ def test_vae_temperature_is_a_sampling_setting(refining_runs, tmp_path):
     assert not np.array_equal(npz_images(tmp_path / "hot.npz")[0], npz_images(tmp_path / "cold.npz")[0])
 
 
+def test_models_lists_the_sampling_settings(capsys):
+    assert main(["models", "gan"]) == 0
+    assert (
+        "--sampling NAME=VALUE`): refine_steps, refine_step_size, refine_d_weight" in capsys.readouterr().out
+    )
+    assert main(["models", "ae"]) == 0
+    assert "sampling-only" not in capsys.readouterr().out  # the autoencoder has none
+
+
 def test_bad_sampling_settings_are_one_line_and_exit_2(refining_runs, tmp_path, capsys):
     gan, vae = str(refining_runs / "gan"), str(refining_runs / "vae")
     out = ["--out", str(tmp_path / "x.png")]

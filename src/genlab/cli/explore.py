@@ -375,6 +375,9 @@ def cmd_models(args) -> int:
         for field in dataclasses.fields(model_class.Config):
             default = getattr(model_class.Config(), field.name)
             print(f"    {field.name:24s} {str(default):22s} {help_lines.get(field.name, '')}")
+        if model_class.sampling_settings:
+            settings = ", ".join(model_class.sampling_settings)
+            print(f"  sampling-only (also `genlab sample|eval RUN --sampling NAME=VALUE`): {settings}")
     if not args.name:
         print("`genlab models NAME` lists a model's settings with a one-line why for each")
     return 0
