@@ -73,6 +73,8 @@ ROWS: list[Row] = [
     row("gan-mlp", "gan", "mlp"),  # the MLP default of before the conv nets ("today's default")
     row("gan-long", "gan", "long"),  # the 10-minute recipe: batch 256, Adam 4e-4, 600 epochs, refined
     row("gan-long-plain", "gan", ("long", "refine_steps=0")),  # the same training, sampled as plain G(z)
+    # the same training, sampled with DDLS as Che et al. 2020 wrote it: D's logit unweighted, larger steps
+    row("gan-long-ddls", "gan", ("long", "refine_steps=100", "refine_d_weight=1", "refine_step_size=0.01")),
     # the GAN default when the zoo issue was filed (98414cb: the `mlp` recipe with 80 epochs), at its own
     # epochs and given the whole 10 minutes: the issue's "a third of today's default's FID, same budget"
     row("gan-issue-default", "gan", ("mlp", "epochs=80")),
