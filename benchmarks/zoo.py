@@ -378,6 +378,16 @@ def targets(records: list[dict]) -> list[str]:
                 "(target <= a third)",
             )
         )
+        lowest = min((r for r in gans if "fid" in r), key=lambda r: r["fid"], default=None)
+        if lowest is not None and lowest is not best:  # a sampler tuned for FID rather than recognition
+            lines.append(
+                check(
+                    None if mlp_fid is None else lowest["fid"] <= mlp_fid / 3,
+                    f"lowest unconditional GAN FID ({lowest['row']}): {lowest['fid']:.2f} vs "
+                    f"{yardstick.get('row', 'the MLP default')}'s {num(mlp_fid)} (target <= a third), "
+                    f"{lowest['recognized_share']:.1%} recognized",
+                )
+            )
     for name in ("conditional-gan", "cvae"):
         r = by.get((JUDGED_DATASET, name))
         value = r.get("label_judged_min") if r else None

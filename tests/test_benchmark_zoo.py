@@ -66,3 +66,9 @@ def test_table_and_targets_render(zoo) -> None:
     issue_default = {**ok, "dataset": "mnist-5k", "row": "gan-issue-default-10min", "fid": 24.0}
     checks = zoo.targets([*records, issue_default])
     assert checks[2].startswith("- FAIL: its FID 9.00 vs gan-issue-default-10min's 24.00")
+    # a row with a lower FID but less recognition gets its own line
+    sharp = {**ok, "dataset": "mnist-5k", "row": "ddls", "fid": 7.5, "recognized_share": 0.8}
+    checks = zoo.targets([*records, issue_default, sharp])
+    assert checks[3].startswith(
+        "- PASS: lowest unconditional GAN FID (ddls): 7.50 vs gan-issue-default-10min's"
+    )
