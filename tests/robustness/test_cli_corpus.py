@@ -73,6 +73,35 @@ ARGUMENT_CASES = [
         "sample-label-unconditional", "sample {gan} --label 3 --out {tmp}/s.png", "needs a conditional model"
     ),
     case("sample-per-class-and-n", "sample {ae} --per-class 2 --n 3", "drop --label and --n"),
+    # --sampling: only a family's sampling-only settings, checked like --set
+    case(
+        "sample-sampling-no-equals",
+        "sample {gan} --sampling refine_steps --out {tmp}/s.png",
+        "--sampling expects key=value",
+    ),
+    case(
+        "sample-sampling-weights",
+        "sample {gan} --sampling lr_d=1 --out {tmp}/s.png",
+        "not a sampling setting of model 'gan'",
+    ),
+    case(
+        "sample-sampling-ae",
+        "sample {ae} --sampling temperature=0.5 --out {tmp}/s.png",
+        "its sampling settings: none",
+    ),
+    case(
+        "sample-sampling-negative",
+        "sample {gan} --sampling refine_steps=-3 --out {tmp}/s.png",
+        "model.refine_steps",
+    ),
+    case(
+        "sample-sampling-nan",
+        "sample {gan} --sampling refine_step_size=nan --out {tmp}/s.png",
+        "refine_step_size",
+    ),
+    case(
+        "eval-sampling-word", "eval {gan} --sampling refine_d_weight=lots --out {tmp}/e", "bad value 'lots'"
+    ),
     case(
         "sample-sign-half",
         ["sample", "{ae}", "--sign-key", "{tmp}/k.pem"],
