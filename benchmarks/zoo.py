@@ -354,7 +354,7 @@ def targets(records: list[dict]) -> list[str]:
     # ran, else at its own 80 epochs; else today's MLP recipe (`mlp`, the same nets and training)
     yardsticks = ("gan-issue-default-10min", "gan-issue-default", "gan-mlp", "gan-default")
     yardstick = next((by[(JUDGED_DATASET, n)] for n in yardsticks if (JUDGED_DATASET, n) in by), {})
-    mlp_fid = yardstick.get("fid")
+    mlp_fid, yardstick_name = yardstick.get("fid"), yardstick.get("row", "the MLP default")
     if gans:
         best = max(gans, key=lambda r: r["recognized_share"])
         lines.append(
@@ -374,8 +374,7 @@ def targets(records: list[dict]) -> list[str]:
         lines.append(
             check(
                 fid_ok,
-                f"its FID {num(best.get('fid'))} vs {yardstick.get('row', 'the MLP default')}'s {num(mlp_fid)} "
-                "(target <= a third)",
+                f"its FID {num(best.get('fid'))} vs {yardstick_name}'s {num(mlp_fid)} (target <= a third)",
             )
         )
         lowest = min((r for r in gans if "fid" in r), key=lambda r: r["fid"], default=None)
@@ -384,7 +383,7 @@ def targets(records: list[dict]) -> list[str]:
                 check(
                     None if mlp_fid is None else lowest["fid"] <= mlp_fid / 3,
                     f"lowest unconditional GAN FID ({lowest['row']}): {lowest['fid']:.2f} vs "
-                    f"{yardstick.get('row', 'the MLP default')}'s {num(mlp_fid)} (target <= a third), "
+                    f"{yardstick_name}'s {num(mlp_fid)} (target <= a third), "
                     f"{lowest['recognized_share']:.1%} recognized",
                 )
             )
