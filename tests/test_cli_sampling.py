@@ -51,6 +51,20 @@ def test_sample_with_sampling_overrides(refining_runs, tmp_path):
     assert np.abs(expected.astype(int) - plain.astype(int)).max() <= 1
 
 
+def test_rejection_sampling_from_the_cli(refining_runs, tmp_path):
+    gan = str(refining_runs / "gan")
+    base = ["sample", gan, "--n", "64", "--sampling", "refine_steps=0"]
+    assert main([*base, "--out", str(tmp_path / "plain.npz")]) == 0
+    for name in ("kept", "kept-again"):
+        argv = [*base, "--sampling", "rejection=true", "--out", str(tmp_path / f"{name}.npz")]
+        assert main(argv) == 0
+    plain, _ = npz_images(tmp_path / "plain.npz")
+    kept, record = npz_images(tmp_path / "kept.npz")
+    assert np.array_equal(kept, npz_images(tmp_path / "kept-again.npz")[0])  # seeded like any sampling
+    assert not np.array_equal(kept, plain)  # some of the first draws were rejected and drawn again
+    assert record["sampling"] == {"refine_steps": 0, "rejection": True}
+
+
 def test_eval_records_its_sampling_settings(refining_runs, tmp_path):
     gan = str(refining_runs / "gan")
     out = tmp_path / "plain-eval"
@@ -82,7 +96,8 @@ def test_vae_temperature_is_a_sampling_setting(refining_runs, tmp_path):
 def test_models_lists_the_sampling_settings(capsys):
     assert main(["models", "gan"]) == 0
     assert (
-        "--sampling NAME=VALUE`): refine_steps, refine_step_size, refine_d_weight" in capsys.readouterr().out
+        "--sampling NAME=VALUE`): refine_steps, refine_step_size, refine_d_weight, rejection"
+        in capsys.readouterr().out
     )
     assert main(["models", "ae"]) == 0
     assert "sampling-only" not in capsys.readouterr().out  # the autoencoder has none
@@ -95,6 +110,7 @@ def test_bad_sampling_settings_are_one_line_and_exit_2(refining_runs, tmp_path, 
     assert "not a sampling setting of model 'gan'" in message and "refine_steps" in message  # names the valid
     assert "refine_steps" in error_of(capsys, ["sample", gan, *out, "--sampling", "refine_steps=-1"])
     assert "bad value" in error_of(capsys, ["sample", gan, *out, "--sampling", "refine_steps=many"])
+    assert "rejection" in error_of(capsys, ["sample", gan, *out, "--sampling", "rejection=maybe"])
     assert "key=value" in error_of(capsys, ["sample", gan, *out, "--sampling", "refine_steps"])
     message = error_of(capsys, ["eval", vae, "--n", "50", "--sampling", "refine_steps=0"])
     assert "not a sampling setting of model 'vae'" in message and "temperature" in message

@@ -132,8 +132,12 @@ def test_a_cvae_exports_each_class_mixture():
     assert "per_class" not in latent_prior(plain)
 
 
-def test_a_gan_that_refines_its_samples_says_the_graph_does_not():
+def test_a_gan_that_refines_or_rejects_its_samples_says_the_graph_does_not():
     tiny = {"image_shape": (1, 8, 8), "latent_dim": 3, "g_hidden": (8,), "d_hidden": (8,)}
-    assert "refinement_not_exported" not in latent_prior(build_model("gan", tiny))
+    plain = latent_prior(build_model("gan", tiny))
+    assert "refinement_not_exported" not in plain and "rejection_not_exported" not in plain
     prior = latent_prior(build_model("gan", {**tiny, "refine_steps": 7}))
     assert "7 Langevin steps" in prior["refinement_not_exported"] and prior["kind"] == "standard normal"
+    assert "rejection_not_exported" not in prior
+    prior = latent_prior(build_model("gan", {**tiny, "refine_steps": 7, "rejection": True}))
+    assert "exp(d - M)" in prior["rejection_not_exported"] and "refinement_not_exported" in prior

@@ -151,17 +151,23 @@ def export_onnx(run, out_dir: str | Path, opset: int = 18) -> list[Path]:
 
 
 def _refinement(model: nn.Module) -> dict[str, Any]:
-    """A GAN whose sample refines its codes with D (refine_steps) says so: the graphs do not do it."""
+    """A GAN whose sample rejects or refines its codes with D (rejection, refine_steps) says so: the
+    graphs do neither."""
     c = model.config
-    if getattr(c, "refine_steps", 0) == 0:
-        return {}
-    return {
-        "refinement_not_exported": (
+    notes = {}
+    if getattr(c, "rejection", False):
+        notes["rejection_not_exported"] = (
+            "genlab's sample keeps a code z with probability exp(d - M), d = D's logit of G(z) and M the "
+            "highest logit of a fixed pool of G's samples, and draws the others again; D is not exported, so "
+            "the generator graph gives G's samples as drawn"
+        )
+    if getattr(c, "refine_steps", 0) > 0:
+        notes["refinement_not_exported"] = (
             f"genlab's sample moves each z by {c.refine_steps} Langevin steps (step {c.refine_step_size:g}) "
             f"down |z|^2/2 - {c.refine_d_weight:g} * D's logit of G(z); D is not exported, so the generator "
             "graph gives the unrefined samples of these codes"
         )
-    }
+    return notes
 
 
 def latent_prior(model: nn.Module) -> dict[str, Any]:

@@ -103,6 +103,11 @@ ARGUMENT_CASES = [
         "eval-sampling-word", "eval {gan} --sampling refine_d_weight=lots --out {tmp}/e", "bad value 'lots'"
     ),
     case(
+        "sample-sampling-rejection-word",
+        "sample {gan} --sampling rejection=sometimes --out {tmp}/s.png",
+        "rejection",
+    ),
+    case(
         "sample-sign-half",
         ["sample", "{ae}", "--sign-key", "{tmp}/k.pem"],
         "needs both --sign-cert and --sign-key",

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from ..constraints import FLAG, MAX_CHANNELS, Check, OneOf, Policy, Sizes, at_least, fraction, positive
+from ..errors import ConfigError
 from ..nn import mlp
 from ..nn.augment import OPS as AUGMENTATIONS
 from ..nn.augment import augment, parse_policy
@@ -81,6 +82,11 @@ class GANConfig(ModelConfig):
     refine_steps: int = 0
     refine_step_size: float = 1e-3
     refine_d_weight: float = 64.0
+    # Sampling only: discriminator rejection sampling (DRS, Azadi et al. 2019), before any refinement. A
+    # code z is kept with probability exp(d(G(z)) - M), M = the highest logit of a fixed pool of G's
+    # samples; else it is drawn again. For the ideal D, exp(d) is p_data / p_g, so the kept samples follow
+    # p_g * exp(d), i.e. the data, and no sample is moved: it corrects G's shares instead of sharpening.
+    rejection: bool = False
     constraints: ClassVar[dict[str, Check]] = {
         **ModelConfig.constraints,
         "arch": OneOf(ARCHS),
@@ -112,6 +118,7 @@ class GANConfig(ModelConfig):
         "refine_steps": at_least(0, 10_000),
         "refine_step_size": positive(high=1.0),
         "refine_d_weight": positive(high=1e6),
+        "rejection": FLAG,
     }
 
 
@@ -125,7 +132,10 @@ _DCGAN = {
     "lr_g": 2e-4,
 }
 _SN_CONV = {**_DCGAN, "d_batch_norm": False, "d_spectral_norm": True}
-REFINE_CHUNK = 1024  # codes refined together (D's minibatch-stddev feature couples a chunk)
+REFINE_CHUNK = 1024  # codes refined or scored together (D's minibatch-stddev feature couples a chunk)
+REJECTION_POOL = 4096  # G's samples whose highest logit is the rejection ceiling M (fixed seed below)
+REJECTION_POOL_SEED = 0
+REJECTION_MAX_DRAWS = 1000  # per code asked: beyond, D's logits are too spread for rejection to finish
 _FAST_TRAIN = {"batch_size": 64, "epochs": 30, "ema_decay": 0.999}  # conv nets: ~8 s an epoch on 2 cores
 
 _MLP_DEFAULT = Preset(
@@ -289,9 +299,16 @@ class GAN(GenerativeModel):
         "refine_steps": "sampling: D-driven Langevin steps on z (DDLS): sharper, recognizable samples; 0 = plain G(z)",
         "refine_step_size": "sampling: Langevin step size of the refinement (small: each z stays near its draw)",
         "refine_d_weight": "sampling: weight of D's logit against the N(0, I) prior in the refinement's energy",
+        "rejection": "sampling: discriminator rejection sampling (keep G(z) with probability exp(d - max d)): "
+        "G's shares corrected by D's density ratio, samples not moved",
     }
     presets: ClassVar[dict[str, Preset]] = PRESETS
-    sampling_settings: ClassVar[tuple[str, ...]] = ("refine_steps", "refine_step_size", "refine_d_weight")
+    sampling_settings: ClassVar[tuple[str, ...]] = (
+        "refine_steps",
+        "refine_step_size",
+        "refine_d_weight",
+        "rejection",
+    )
     # The speed lever of one G forward per step (see training_step); False is the reference two-forward
     # step (a fresh z for the G update), kept for the equivalence test and benchmarks/speed.py's lever table.
     share_fake_batch: ClassVar[bool] = True
@@ -376,15 +393,77 @@ class GAN(GenerativeModel):
     def refine_latent(
         self, z: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """refine_steps of D-driven Langevin dynamics on sample's codes (see GANConfig.refine_steps), in
-        chunks: D's minibatch features see a chunk as they saw a batch of fakes in training."""
-        if self.config.refine_steps == 0 or len(z) == 0:
+        """The codes `sample` decodes: with `rejection`, codes D rejects are drawn again (see
+        GANConfig.rejection); then refine_steps of D-driven Langevin dynamics (GANConfig.refine_steps),
+        in chunks: D's minibatch features see a chunk as they saw a batch of fakes in training."""
+        if len(z) == 0:
+            return z
+        if self.config.rejection:
+            z = self._rejection_codes(z, labels, generator)
+        if self.config.refine_steps == 0:
             return z
         chunks = []
         for i in range(0, len(z), REFINE_CHUNK):
             chunk_labels = None if labels is None else labels[i : i + REFINE_CHUNK]
             chunks.append(self._refine(z[i : i + REFINE_CHUNK], chunk_labels, generator))
         return torch.cat(chunks)
+
+    @torch.no_grad()
+    def _logits_of_codes(self, z: Tensor, labels: Tensor | None) -> Tensor:
+        """D's logits (N,) of G(z), scored REFINE_CHUNK at a time."""
+        scores = []
+        for i in range(0, len(z), REFINE_CHUNK):
+            chunk_labels = None if labels is None else labels[i : i + REFINE_CHUNK]
+            scores.append(
+                self.discriminator(self.generator(z[i : i + REFINE_CHUNK], chunk_labels), chunk_labels)
+            )
+        return torch.cat(scores)
+
+    def rejection_ceiling(self) -> float:
+        """M, the highest logit D gives a fixed pool of G's samples (the same codes on every call, so M
+        depends on the weights only, not on how a caller splits its samples)."""
+        pool_generator = torch.Generator().manual_seed(REJECTION_POOL_SEED)
+        z = self.sample_latent(REJECTION_POOL, pool_generator)
+        labels = None
+        if self.is_conditional:
+            labels = torch.randint(self.config.num_classes, (REJECTION_POOL,), generator=pool_generator)
+            labels = labels.to(self.device)
+        return float(self._logits_of_codes(z, labels).max())
+
+    def _rejection_codes(self, z: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """Discriminator rejection sampling: slot i keeps the first of its candidate codes that passes
+        u < exp(d - M). Round 1's candidates are the codes drawn by `sample`; each round scores at least
+        REFINE_CHUNK candidates (slots still open, repeated), so D's batch features see full batches."""
+        ceiling = self.rejection_ceiling()
+        n = len(z)
+        chosen = z.clone()
+        open_slots = torch.arange(n, device=z.device)
+        candidates, drawn = z, 0
+        while len(open_slots) > 0:
+            if drawn > REJECTION_MAX_DRAWS * max(n, REFINE_CHUNK):
+                raise ConfigError(
+                    f"rejection sampling kept too few of {drawn} samples (D's highest logit {ceiling:.3g} is far "
+                    "above most); sample without it (--sampling rejection=false)"
+                )
+            repeats = math.ceil(REFINE_CHUNK / len(open_slots))
+            slots = open_slots.repeat(repeats)
+            fresh = self.sample_latent(len(slots) - len(candidates), generator)
+            candidates = torch.cat([candidates, fresh])
+            slot_labels = None if labels is None else labels[slots]
+            logits = self._logits_of_codes(candidates, slot_labels)
+            uniform = torch.rand(len(slots), generator=generator).to(z.device)
+            accepted = uniform < torch.exp((logits - ceiling).clamp(max=0.0))
+            # each open slot takes its first accepted candidate (slots repeat: order decides, not scatter)
+            first = torch.full((n,), len(slots), dtype=torch.long, device=z.device)
+            first.scatter_reduce_(
+                0, slots[accepted], torch.arange(len(slots), device=z.device)[accepted], "amin"
+            )
+            filled = (first < len(slots)).nonzero().squeeze(1)
+            chosen[filled] = candidates[first[filled]]
+            open_slots = open_slots[first[open_slots] == len(slots)]
+            drawn += len(slots)
+            candidates = candidates[:0]
+        return chosen
 
     def _refine(self, z: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Tensor:
         c = self.config
