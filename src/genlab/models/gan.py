@@ -443,7 +443,7 @@ class GAN(GenerativeModel):
             if drawn > REJECTION_MAX_DRAWS * max(n, REFINE_CHUNK):
                 raise ConfigError(
                     f"rejection sampling kept too few of {drawn} samples (D's highest logit {ceiling:.3g} is far "
-                    "above most); sample without it (--sampling rejection=false)"
+                    "above most); sample without it: rejection=false"
                 )
             repeats = math.ceil(REFINE_CHUNK / len(open_slots))
             slots = open_slots.repeat(repeats)
