@@ -42,6 +42,10 @@ class TrainConfig:
     device: str = "auto"  # auto = cuda, then mps, then cpu
     ema_decay: float = 0.0  # 0 disables; else sampling uses an exponential moving average of the weights
     grad_clip: float = 0.0  # max global grad norm per optimizer step; 0 disables
+    # Linear learning-rate decay: after this share of the configured epochs every optimizer's learning rate
+    # falls linearly towards 0 at the last step (1 = constant). A time-limited run that stops before its
+    # epochs end stops part-way down the ramp.
+    lr_decay_start: float = 1.0
     log_every: int = 25  # steps between metrics.jsonl records (and NaN checks)
     grid_size: int = 64  # images in the fixed-noise grid written every epoch
     # epochs between those grids (the last epoch always gets one): long runs of a model whose sampling is
@@ -64,6 +68,7 @@ class TrainConfig:
         "device": DeviceName(),
         "ema_decay": fraction(high_open=True),
         "grad_clip": at_least(0),
+        "lr_decay_start": fraction(),
         "log_every": at_least(1),
         "grid_size": at_least(1, 1024),
         "grid_every": at_least(1, 1_000_000),

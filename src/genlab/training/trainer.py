@@ -159,6 +159,8 @@ class Trainer:
             shard=(self.dist.rank, self.dist.world_size),
         )
         self.privacy = self._private_training() if private else None
+        # the learning rates the schedule scales, taken before a checkpoint's (already scaled) ones load
+        self._base_lrs = {name: [g["lr"] for g in opt.param_groups] for name, opt in self.optimizers.items()}
         self.state = TrainingState()
         if resume and not self._has_checkpoint:
             if self.dist.is_main:
@@ -284,6 +286,7 @@ class Trainer:
         config, state = self.config, self.state
         steps_per_epoch = len(self.batches)
         total_steps = steps_per_epoch * config.epochs
+        self._total_steps = total_steps
         start_time = time.perf_counter()
         deadline = (
             start_time + 60.0 * config.time_limit_minutes if config.time_limit_minutes > 0 else math.inf
@@ -330,6 +333,7 @@ class Trainer:
 
     def _train_step(self, batch: Batch, interval: _Interval) -> None:
         self.dist.seed_step(self.config.seed, self.state.step)  # under torchrun: noise per (seed, step, rank)
+        self._schedule_learning_rates()
         for name, optimizer in self.optimizers.items():
             self.model.zero_grad(set_to_none=True)
             optimizer.zero_grad(set_to_none=True)  # a DP optimizer also drops its per-example gradients
@@ -354,6 +358,14 @@ class Trainer:
         if self.ema:
             self.ema.update(self.model, self.state.step)
         interval.steps += 1
+
+    def _schedule_learning_rates(self) -> None:
+        """Each optimizer's learning rate for this step: a function of the step alone, so a resumed run
+        follows the same schedule as an uninterrupted one."""
+        factor = lr_factor(self.state.step, self._total_steps, self.config.lr_decay_start)
+        for name, optimizer in self.optimizers.items():
+            for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
+                group["lr"] = base * factor
 
     def _check_finite(self, interval: _Interval) -> None:
         """Deferred NaN/inf guard: one device sync per log interval, yet it names the exact step."""
@@ -479,6 +491,15 @@ class Trainer:
 
 
 SAMPLER_REFIT_EVERY = 10
+
+
+def lr_factor(step: int, total_steps: int, decay_start: float) -> float:
+    """The learning-rate multiplier at 0-based `step` of `total_steps`: 1 until decay_start * total_steps,
+    then linear down to 1 / (steps in the ramp) at the last step (never 0: every step still learns)."""
+    start = math.floor(decay_start * total_steps)
+    if step < start or start >= total_steps:
+        return 1.0
+    return max(total_steps - step, 1) / (total_steps - start)
 
 
 def _sampler_refit_due(epochs_done: int) -> bool:
