@@ -403,22 +403,14 @@ class GAN(GenerativeModel):
             z = self._rejection_codes(z, labels, generator)
         if self.config.refine_steps == 0:
             return z
-        chunks = []
-        for i in range(0, len(z), REFINE_CHUNK):
-            chunk_labels = None if labels is None else labels[i : i + REFINE_CHUNK]
-            chunks.append(self._refine(z[i : i + REFINE_CHUNK], chunk_labels, generator))
-        return torch.cat(chunks)
+        return torch.cat([self._refine(codes, part, generator) for codes, part in _chunks(z, labels)])
 
     @torch.no_grad()
     def _logits_of_codes(self, z: Tensor, labels: Tensor | None) -> Tensor:
         """D's logits (N,) of G(z), scored REFINE_CHUNK at a time."""
-        scores = []
-        for i in range(0, len(z), REFINE_CHUNK):
-            chunk_labels = None if labels is None else labels[i : i + REFINE_CHUNK]
-            scores.append(
-                self.discriminator(self.generator(z[i : i + REFINE_CHUNK], chunk_labels), chunk_labels)
-            )
-        return torch.cat(scores)
+        return torch.cat(
+            [self.discriminator(self.generator(codes, part), part) for codes, part in _chunks(z, labels)]
+        )
 
     def rejection_ceiling(self) -> float:
         """M, the highest logit D gives a fixed pool of G's samples (the same codes on every call, so M
@@ -622,6 +614,12 @@ class Generator(nn.Module):
         if self.conditional_norm:
             return self.net(z, labels)
         return self.net(z).view(z.shape[0], *self.image_shape)
+
+
+def _chunks(z: Tensor, labels: Tensor | None):
+    """(codes, labels) REFINE_CHUNK at a time: D's minibatch features see a chunk as one batch of fakes."""
+    for i in range(0, len(z), REFINE_CHUNK):
+        yield z[i : i + REFINE_CHUNK], None if labels is None else labels[i : i + REFINE_CHUNK]
 
 
 class Discriminator(nn.Module):
