@@ -120,3 +120,31 @@ def test_rejection_leaves_no_gradients_and_off_means_plain_codes():
     model.config.rejection = False
     z0 = torch.randn(8, 2)
     torch.testing.assert_close(model.refine_latent(z0, None, torch.Generator().manual_seed(1)), z0)
+
+
+def test_the_ceiling_is_computed_once_per_set_of_weights(monkeypatch):
+    # real weights: the pool is scored once for many sample() calls, and again after any change to the
+    # weights, the buffers or the train/eval mode, even one made through `.data` (no tensor version)
+    model = build_model("gan", {**TINY, "rejection": True, "g_batch_norm": True}).eval()
+    scored = []
+    pool_ceiling = model._pool_ceiling
+    monkeypatch.setattr(model, "_pool_ceiling", lambda: scored.append(1) or pool_ceiling())
+    first = model.rejection_ceiling()
+    sample_images(model, 60, seed=0, chunk=20)
+    assert len(scored) == 1 and model.rejection_ceiling() == first
+
+    weight = next(model.discriminator.parameters())
+    weight.data.add_(0.5)
+    changed = model.rejection_ceiling()
+    assert len(scored) == 2 and changed != first
+    fresh = build_model("gan", {**TINY, "rejection": True, "g_batch_norm": True}).eval()
+    fresh.load_state_dict(model.state_dict())
+    assert fresh.rejection_ceiling() == pytest.approx(changed)  # the cache holds what a fresh model computes
+
+    weight.data.sub_(0.5)
+    assert model.rejection_ceiling() == pytest.approx(first) and len(scored) == 3
+    model.load_state_dict(fresh.state_dict())
+    assert model.rejection_ceiling() == pytest.approx(changed) and len(scored) == 4
+    model.train()
+    model.rejection_ceiling()
+    assert len(scored) == 5
