@@ -1,7 +1,8 @@
 """Sample trained GAN runs several ways (sampling-only settings: the weights never change) and score each
 way: the recognition judge of sample_quality.py on --n samples, and genlab eval's classifier FID and
 precision/recall/coverage on --fid-n samples (10,000 by default: at 2,000 the FID of one set of
-weights moves by several points from one sampling seed to the next).
+weights moves by several points from one sampling seed to the next). The judge is a digit classifier,
+so runs trained on other data (Fashion-MNIST) get FID and PRDC only, their judge columns "-".
 
     python benchmarks/samplers.py RUN [RUN ...] --seeds 0 1 --out benchmarks/results/samplers
 
@@ -12,6 +13,7 @@ Each sampler is a list of `--sampling` settings (see SAMPLERS); --only picks som
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shlex
 import statistics
@@ -42,6 +44,8 @@ SAMPLERS: dict[str, list[str]] = {
     "as trained + rejection": ["rejection=true"],
 }
 COLUMNS = ("recognized", "min class", "max class", "FID", "precision", "recall", "coverage", "s per 1k")
+JUDGED = ("recognized", "min class", "max class")
+DIGITS = ("mnist", "mnist-5k")  # the data the judge knows
 
 
 def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
@@ -49,7 +53,7 @@ def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
     start = time.perf_counter()
     images = sample_images(run.model, args.n, seed=seed)
     seconds_per_1k = (time.perf_counter() - start) * 1000 / args.n
-    figures = sample_figures(judge_model, images)
+    figures = sample_figures(judge_model(), images) if run.config.data in DIGITS else None
     flat = headline(evaluate_run(run, n=args.fid_n, metrics=["fid", "prdc"], seed=seed))
     return {
         "run": str(run_dir),
@@ -60,10 +64,11 @@ def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
         "seed": seed,
         "n_judged": args.n,
         "n_fid": args.fid_n,
-        "recognized": figures["recognized_share"],
-        "class_shares": figures["class_shares"],
-        "min class": min(figures["class_shares"]),
-        "max class": max(figures["class_shares"]),
+        "data": run.config.data,
+        "recognized": figures and figures["recognized_share"],
+        "class_shares": figures and figures["class_shares"],
+        "min class": figures and min(figures["class_shares"]),
+        "max class": figures and max(figures["class_shares"]),
         "FID": flat["fid"],
         "fid_real_test": flat["fid_real_test"],
         "precision": flat["precision"],
@@ -73,8 +78,10 @@ def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
     }
 
 
-def fmt(column: str, value: float) -> str:
-    if column in ("recognized", "min class", "max class"):
+def fmt(column: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if column in JUDGED:
         return f"{100 * value:.1f}%"
     return f"{value:.1f}" if column == "FID" else f"{value:.2f}"
 
@@ -101,7 +108,10 @@ def markdown(rows: list[dict], header: str) -> str:
     lines.append("| --- | --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |")
     for (run, sampler), group in groups.items():
         combine = {"min class": min, "max class": max}
-        cells = [fmt(c, combine.get(c, statistics.fmean)([r[c] for r in group])) for c in COLUMNS]
+        cells = [
+            fmt(c, None if group[0][c] is None else combine.get(c, statistics.fmean)([r[c] for r in group]))
+            for c in COLUMNS
+        ]
         seeds = ",".join(str(r["seed"]) for r in group)
         name = f"{Path(run).name} (seed {group[0]['training_seed']})"
         lines.append(f"| {name} | {sampler} | {seeds} | " + " | ".join(cells) + " |")
@@ -127,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     console = Console(stderr=True)
-    judge_model = judge(args.mnist_dir, args.cache_dir, console)
+    judge_model = functools.cache(lambda: judge(args.mnist_dir, args.cache_dir, console))  # digit runs only
     rows = []
     for run_dir in args.run_dirs:
         for sampler in args.only or list(SAMPLERS):

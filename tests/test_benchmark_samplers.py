@@ -59,3 +59,25 @@ def test_the_seed_table_takes_means_and_the_widest_class_range(samplers) -> None
     per_seed, combined = text.split("Over the sampling seeds")
     assert "| gan-long (seed 0) | plain G(z) | 0 | 70.0% | 8.0% | 12.0% | 10.0 |" in per_seed
     assert "| gan-long (seed 0) | plain G(z) | 0,1 | 75.0% | 6.0% | 12.0% | 12.0 |" in combined
+
+
+def test_runs_the_digit_judge_does_not_know_get_dashes(samplers) -> None:
+    def row(seed, fid):
+        return {
+            "run": "runs/fashion-dcgan",
+            "training_seed": 0,
+            "sampler": "rejection (DRS)",
+            "seed": seed,
+            "recognized": None,
+            "min class": None,
+            "max class": None,
+            "FID": fid,
+            "precision": 0.5,
+            "recall": 0.6,
+            "coverage": 0.3,
+            "s per 1k": 0.5,
+        }
+
+    text = samplers.markdown([row(0, 40.0), row(1, 44.0)], "header")
+    assert "| fashion-dcgan (seed 0) | rejection (DRS) | 0,1 | - | - | - | 42.0 | 0.50 | 0.60 |" in text
+    assert set(samplers.DIGITS) == {"mnist", "mnist-5k"}
