@@ -42,6 +42,7 @@ SAMPLERS: dict[str, list[str]] = {
     "DDLS": DDLS,
     "rejection + DDLS": [*DDLS, "rejection=true"],
     "as trained + rejection": ["rejection=true"],
+    "refined (long's)": ["refine_steps=50", "refine_d_weight=64", "refine_step_size=0.001"],  # any GAN run
 }
 COLUMNS = ("recognized", "min class", "max class", "FID", "precision", "recall", "coverage", "s per 1k")
 JUDGED = ("recognized", "min class", "max class")

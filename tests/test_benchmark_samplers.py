@@ -32,7 +32,7 @@ def test_every_sampler_applies_to_a_gan(samplers) -> None:
     for name, settings in samplers.SAMPLERS.items():
         config = apply_sampling(_Run(), settings).model.config
         assert config.rejection == ("rejection=true" in settings), name
-        assert config.refine_steps == {"plain G(z)": 0, "rejection (DRS)": 0}.get(
+        assert config.refine_steps == {"plain G(z)": 0, "rejection (DRS)": 0, "refined (long's)": 50}.get(
             name, 100 if "DDLS" in name else 5
         )
         assert torch.is_tensor(apply_sampling(_Run(), settings).model.sample(2))
