@@ -80,4 +80,3 @@ def test_runs_the_digit_judge_does_not_know_get_dashes(samplers) -> None:
 
     text = samplers.markdown([row(0, 40.0), row(1, 44.0)], "header")
     assert "| fashion-dcgan (seed 0) | rejection (DRS) | 0,1 | - | - | - | 42.0 | 0.50 | 0.60 |" in text
-    assert set(samplers.DIGITS) == {"mnist", "mnist-5k"}
