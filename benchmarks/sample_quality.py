@@ -41,6 +41,7 @@ JUDGE_SETTINGS = {"epochs": 6, "batch_size": 64, "lr": 1e-3, "seed": 0, "max_shi
 CONFIDENT = 0.9  # a sample counts as recognized when the judge's max probability reaches this
 MIN_SHARE = 0.05  # a class counts as covered when it holds at least this share of the samples
 NUM_CLASSES = 10
+JUDGE_DATA = ("mnist", "mnist-5k")  # the datasets whose samples the judge (a digit classifier) can score
 JUDGE_CACHE = Path(tempfile.gettempdir()) / "genlab-benchmark-cache"
 
 

@@ -27,7 +27,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from families import machine  # noqa: E402
-from sample_quality import JUDGE_CACHE, MNIST_DIR, judge, sample_figures  # noqa: E402
+from sample_quality import JUDGE_CACHE, JUDGE_DATA, MNIST_DIR, judge, sample_figures  # noqa: E402
 
 import genlab  # noqa: E402
 from genlab.cli.common import apply_sampling  # noqa: E402
@@ -46,7 +46,6 @@ SAMPLERS: dict[str, list[str]] = {
 }
 COLUMNS = ("recognized", "min class", "max class", "FID", "precision", "recall", "coverage", "s per 1k")
 JUDGED = ("recognized", "min class", "max class")
-DIGITS = ("mnist", "mnist-5k")  # the data the judge knows
 
 
 def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
@@ -54,7 +53,8 @@ def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
     start = time.perf_counter()
     images = sample_images(run.model, args.n, seed=seed)
     seconds_per_1k = (time.perf_counter() - start) * 1000 / args.n
-    figures = sample_figures(judge_model(), images) if run.config.data in DIGITS else None
+    figures = sample_figures(judge_model(), images) if run.config.data in JUDGE_DATA else None
+    shares = figures["class_shares"] if figures else None
     flat = headline(evaluate_run(run, n=args.fid_n, metrics=["fid", "prdc"], seed=seed))
     return {
         "run": str(run_dir),
@@ -66,10 +66,10 @@ def score(run_dir: Path, sampler: str, seed: int, judge_model, args) -> dict:
         "n_judged": args.n,
         "n_fid": args.fid_n,
         "data": run.config.data,
-        "recognized": figures and figures["recognized_share"],
-        "class_shares": figures and figures["class_shares"],
-        "min class": figures and min(figures["class_shares"]),
-        "max class": figures and max(figures["class_shares"]),
+        "recognized": figures["recognized_share"] if figures else None,
+        "class_shares": shares,
+        "min class": min(shares) if shares else None,
+        "max class": max(shares) if shares else None,
         "FID": flat["fid"],
         "fid_real_test": flat["fid_real_test"],
         "precision": flat["precision"],
