@@ -286,7 +286,6 @@ class Trainer:
         config, state = self.config, self.state
         steps_per_epoch = len(self.batches)
         total_steps = steps_per_epoch * config.epochs
-        self._total_steps = total_steps
         start_time = time.perf_counter()
         deadline = (
             start_time + 60.0 * config.time_limit_minutes if config.time_limit_minutes > 0 else math.inf
@@ -362,7 +361,8 @@ class Trainer:
     def _schedule_learning_rates(self) -> None:
         """Each optimizer's learning rate for this step: a function of the step alone, so a resumed run
         follows the same schedule as an uninterrupted one."""
-        factor = lr_factor(self.state.step, self._total_steps, self.config.lr_decay_start)
+        total_steps = len(self.batches) * self.config.epochs  # as fit() counts them
+        factor = lr_factor(self.state.step, total_steps, self.config.lr_decay_start)
         for name, optimizer in self.optimizers.items():
             for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                 group["lr"] = base * factor
