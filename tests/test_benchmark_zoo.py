@@ -72,3 +72,15 @@ def test_table_and_targets_render(zoo) -> None:
     assert checks[3].startswith(
         "- PASS: lowest unconditional GAN FID (ddls): 7.50 vs gan-issue-default-10min's"
     )
+    # the full MNIST is judged too (digits), but the issue states its targets on mnist-5k alone
+    full = {
+        **ok,
+        "dataset": "mnist",
+        "row": "gan-mlp",
+        "fid": 5.0,
+        "recognized_share": 0.99,
+        "min_share": 0.1,
+        "max_share": 0.1,
+    }
+    assert "n/a" not in zoo.table([*records, full])[-1]
+    assert zoo.targets([*records, full])[0].startswith("- PASS: best unconditional GAN (dcgan): 92.0%")

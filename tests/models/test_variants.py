@@ -42,6 +42,17 @@ VARIANTS = [
     ("feature-matching", "gan", {**CONV_GAN, "feature_matching": True}, MNIST),
     ("historical-averaging", "gan", {**CONV_GAN, "historical_averaging": 0.01}, MNIST),
     ("minibatch-mlp", "gan", {**MLP_GAN, "d_minibatch_kernels": 4, "label_smoothing": 0.1}, MNIST),
+    ("minibatch-conv", "gan", {**CONV_GAN, "d_minibatch_kernels": 4, "d_minibatch_stddev": True}, CIFAR),
+    ("minibatch-stddev-mlp", "gan", {**MLP_GAN, "g_batch_norm": True, "d_minibatch_stddev": True}, MNIST),
+    ("spectral-norm-mlp", "gan", {**MLP_GAN, "d_spectral_norm": True}, MNIST),
+    ("label-smoothing", "gan", {**CONV_GAN, "label_smoothing": 0.1}, MNIST),
+    ("two-time-scale", "gan", {**CONV_GAN, "lr_d": 4e-4, "lr_g": 1e-4}, MNIST),
+    (
+        "conditional-sn-ac-hinge",
+        "gan",
+        {**CONV_GAN, "d_spectral_norm": True, "conditional": True, "loss": "hinge", "ac_weight": 1.0},
+        CIFAR,
+    ),
     ("diffaugment", "gan", {**CONV_GAN, "augment": "color,translation,cutout", "r1_gamma": 1.0}, MNIST),
     ("conv-vae", "vae", CONV_CODER, CIFAR),
     ("conv-vae-gmm-sampler", "vae", {**CONV_CODER, "sampler": "gmm", "gmm_components": 3}, MNIST),
@@ -57,6 +68,28 @@ VARIANTS = [
     ("conv-ae", "ae", {**CONV_CODER, "gmm_components": 3}, MNIST),
     ("conv-ae-rgb64", "ae", {**CONV_CODER, "gmm_components": 3}, FACES),
 ]
+
+
+def tiny(family: str, settings: dict) -> dict:
+    """A preset's settings with its networks shrunk to test size; every other setting kept as it is."""
+    tiny_settings = {**settings, "latent_dim": 8 if family == "gan" else 4}
+    if family == "gan":
+        tiny_settings.update(g_width=8, d_width=8, g_hidden=(16,), d_hidden=(16,))
+        if tiny_settings.get("d_minibatch_kernels"):
+            tiny_settings["d_minibatch_kernels"] = 4
+    else:  # () is the article's single-layer autoencoder: it stays single-layer
+        tiny_settings.update(conv_width=8, hidden=(16,) if settings.get("hidden", (16,)) else ())
+        tiny_settings["gmm_components"] = min(3, settings.get("gmm_components", 3))
+    return tiny_settings
+
+
+# every registered preset, tiny: the recipes users run get the steps, samples and resume of the variants
+PRESET_VARIANTS = [
+    (f"preset-{family}-{name}", family, tiny(family, preset.model), MNIST)
+    for family in list_models()
+    for name, preset in get_model_class(family).presets.items()
+]
+VARIANTS += PRESET_VARIANTS
 IDS = [variant[0] for variant in VARIANTS]
 
 
