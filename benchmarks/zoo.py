@@ -329,8 +329,8 @@ def table(records: list[dict]) -> list[str]:
             )
             continue
         cells = []
+        judged = r["dataset"] in sample_quality.JUDGE_DATA
         for key, _, fmt in COLUMNS:
-            judged = r["dataset"] in sample_quality.JUDGE_DATA
             cells.append("n/a" if key in JUDGE_KEYS and not judged else quality.cell(r, key, fmt))
         lines.append(f"| {r['dataset']} | {r['row']} | `{recipe}` | " + " | ".join(cells) + " |")
     return lines

@@ -212,7 +212,7 @@ class Trainer:
             max_grad_norm=config.dp_max_grad_norm,
             sample_rate=self.batches.sample_rate,
             expected_batch_size=config.batch_size,
-            planned_steps=config.epochs * len(self.batches),
+            planned_steps=self.planned_steps,
         )
         self.optimizers = private.optimizers
         return private
@@ -284,8 +284,6 @@ class Trainer:
 
     def _fit(self) -> TrainResult:
         config, state = self.config, self.state
-        steps_per_epoch = len(self.batches)
-        total_steps = steps_per_epoch * config.epochs
         start_time = time.perf_counter()
         deadline = (
             start_time + 60.0 * config.time_limit_minutes if config.time_limit_minutes > 0 else math.inf
@@ -295,7 +293,9 @@ class Trainer:
         interrupted = False
         self.model.train()
         with self._progress() as progress:
-            task = progress.add_task(f"{config.model}", total=total_steps, completed=state.step, status="")
+            task = progress.add_task(
+                f"{config.model}", total=self.planned_steps, completed=state.step, status=""
+            )
             while state.epoch < config.epochs and not interrupted:
                 epoch = state.epoch
                 for images, labels in self.batches.epoch(epoch, start_batch=state.batch_in_epoch):
@@ -358,11 +358,15 @@ class Trainer:
             self.ema.update(self.model, self.state.step)
         interval.steps += 1
 
+    @property
+    def planned_steps(self) -> int:
+        """The run's steps, all epochs: what the progress bar, the LR schedule and DP's accountant count."""
+        return len(self.batches) * self.config.epochs
+
     def _schedule_learning_rates(self) -> None:
         """Each optimizer's learning rate for this step: a function of the step alone, so a resumed run
         follows the same schedule as an uninterrupted one."""
-        total_steps = len(self.batches) * self.config.epochs  # as fit() counts them
-        factor = lr_factor(self.state.step, total_steps, self.config.lr_decay_start)
+        factor = lr_factor(self.state.step, self.planned_steps, self.config.lr_decay_start)
         for name, optimizer in self.optimizers.items():
             for group, base in zip(optimizer.param_groups, self._base_lrs[name]):
                 group["lr"] = base * factor
